@@ -1,0 +1,49 @@
+"""The application factory: routes, middleware and a lifespan that owns the services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from sidecar.runtime import build_services
+from sidecar.settings import Settings
+from sidecar.web import api, auth, pages, service
+from sidecar.web.errors import EXCEPTION_HANDLERS
+
+STATIC_DIR = Path(__file__).resolve().parent / "overlay_static"
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        services = build_services(settings, transport=transport)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.aclose()
+
+    routes = [
+        *service.routes,
+        *auth.routes,
+        *api.routes,
+        *pages.routes,
+        Mount("/overlay", StaticFiles(directory=STATIC_DIR), name="overlay"),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(service.Timing)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+        max_body_size=MAX_BODY_BYTES,
+    )

@@ -1,0 +1,197 @@
+"""The `sidecar` command: serve, bootstrap, check, explain, and the rules/users commands for scripts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from sidecar import __version__
+from sidecar.directory import DirectoryError
+from sidecar.errors import SidecarError
+from sidecar.runtime import Services, build_services
+from sidecar.settings import Settings
+
+T = TypeVar("T")
+CLI_ACTOR = "cli"
+
+
+def _with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
+    async def run() -> T:
+        services = build_services(settings)
+        try:
+            return await work(services)
+        finally:
+            await services.aclose()
+
+    return asyncio.run(run())
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from sidecar import logs
+    from sidecar.app import create_app
+
+    logs.configure(settings.log_level)
+    logging.getLogger("sidecar").info(
+        "starting sidecar %s in %s mode on %s:%s", __version__, settings.mode, settings.host, settings.port
+    )
+    # proxy_headers off: the TCP peer must stay the peer, or X-Forwarded-For would decide who is a trusted proxy.
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        proxy_headers=False,
+        log_config=None,
+        server_header=False,
+        access_log=False,
+    )
+    return 0
+
+
+def cmd_bootstrap(settings: Settings, args: argparse.Namespace) -> int:
+    from sidecar.bootstrap import bootstrap
+
+    bootstrap(settings, out=print)
+    return 0
+
+
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    from sidecar.checks import run_checks
+
+    problems = 0
+    for ok, line in run_checks(settings):
+        print(("ok       " if ok else "PROBLEM  ") + line)
+        problems += not ok
+    return 1 if problems else 0
+
+
+def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
+    groups = [g for g in args.groups.split(",") if g] if args.groups is not None else None
+    result = _with_services(
+        settings, lambda s: s.rules.explain(args.path, args.action, username=args.user, groups=groups)
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        rule = result["rule"]
+        print(f"{str(result['decision']).upper()}: {result['user']} ({result['role']}) {args.action} {args.path}")
+        print(f"  why:    {result['reason']}")
+        print(f"  groups: {', '.join(result['groups']) or '(none with the prefix)'}")  # type: ignore[arg-type]
+        print(f"  rule:   {json.dumps(rule) if rule else '(none)'}")
+    return 0 if result["allowed"] else 3
+
+
+def cmd_rules(settings: Settings, args: argparse.Namespace) -> int:
+    if args.rules_command == "list":
+        for pattern, groups in _with_services(settings, _rules_list).items():
+            print(f"{pattern}\t{','.join(groups)}")
+    elif args.rules_command == "set":
+        pattern, groups = _with_services(settings, lambda s: s.rules.set(args.pattern, args.groups, CLI_ACTOR))
+        print(f"set {pattern} -> {', '.join(groups)}")
+    else:
+        _with_services(settings, _rules_delete(args.pattern))
+        print(f"deleted {args.pattern}")
+    return 0
+
+
+async def _rules_list(services: Services) -> dict[str, list[str]]:
+    return services.rules.all()
+
+
+def _rules_delete(pattern: str) -> Callable[[Services], Awaitable[None]]:
+    async def work(services: Services) -> None:
+        services.rules.delete(pattern, CLI_ACTOR)
+
+    return work
+
+
+def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
+    if args.users_command == "list":
+        page = _with_services(settings, lambda s: s.users.list_users(args.search, 1, 100))
+        for user in page.users:
+            state = "active" if user.is_active else "inactive"
+            print(f"{user.username}\t{state}\t{','.join(user.groups)}")
+        if page.total > len(page.users):
+            print(f"... {page.total - len(page.users)} more; narrow with --search", file=sys.stderr)
+        return 0
+    if settings.mode != "local":
+        print(
+            "error: `sidecar users add` works in local mode; in authentik mode add people in Authentik", file=sys.stderr
+        )
+        return 2
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+    user = _with_services(settings, lambda s: s.users.add_user(args.username, args.group, password, CLI_ACTOR))
+    print(f"added {user.username} to {', '.join(user.groups) or 'no group'}")
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from sidecar.demo import run_demo
+
+    return run_demo(port=args.port)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="sidecar", description="MediaMTX access sidecar")
+    root.add_argument("--version", action="version", version=__version__)
+    sub = root.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the web service").set_defaults(func=cmd_serve)
+    sub.add_parser("bootstrap", help="create data dir, secrets, standard groups, first admin").set_defaults(
+        func=cmd_bootstrap
+    )
+    sub.add_parser("check", help="check settings, secrets, storage and the Caddy version").set_defaults(func=cmd_check)
+
+    explain = sub.add_parser("explain", help="say whether USER may do ACTION on PATH, and why")
+    explain.add_argument("user")
+    explain.add_argument("path")
+    explain.add_argument("action", nargs="?", default="read")
+    explain.add_argument("--groups", help="preview a comma-separated group set instead of the user's groups")
+    explain.add_argument("--json", action="store_true")
+    explain.set_defaults(func=cmd_explain)
+
+    rules = sub.add_parser("rules", help="path rules").add_subparsers(dest="rules_command", required=True)
+    rules.add_parser("list")
+    rule_set = rules.add_parser("set")
+    rule_set.add_argument("pattern")
+    rule_set.add_argument("groups", nargs="+")
+    rules.add_parser("delete").add_argument("pattern")
+    for name in ("list", "set", "delete"):
+        rules.choices[name].set_defaults(func=cmd_rules)
+
+    users = sub.add_parser("users", help="people (add: local mode)").add_subparsers(dest="users_command", required=True)
+    users.add_parser("list").add_argument("--search", default="")
+    add = users.add_parser("add")
+    add.add_argument("username")
+    add.add_argument("--group", action="append", default=[], help="a prefixed group; repeat for more")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    for name in ("list", "add"):
+        users.choices[name].set_defaults(func=cmd_users)
+
+    demo = sub.add_parser("demo", help="run the local-mode demo: Caddy + demo editor + sidecar")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.set_defaults(func=cmd_demo)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            print(f"error: SIDECAR_{'_'.join(map(str, problem['loc'])).upper()}: {problem['msg']}", file=sys.stderr)
+        return 2
+    try:
+        code: int = args.func(settings, args)
+    except (SidecarError, DirectoryError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return code

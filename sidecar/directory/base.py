@@ -1,0 +1,94 @@
+"""The Directory interface pages and policy use; they never know which implementation is behind it."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@+-")
+
+
+class DirectoryError(Exception):
+    """Base of directory failures; the message is safe to show to an admin."""
+
+
+class NotFound(DirectoryError):
+    pass
+
+
+class Conflict(DirectoryError):
+    pass
+
+
+class InvalidName(DirectoryError):
+    pass
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    email: str = ""
+    name: str = ""
+    is_active: bool = True
+    groups: tuple[str, ...] = ()
+    uid: str = ""
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    member_count: int = 0
+
+
+@dataclass(frozen=True)
+class UserPage:
+    users: list[User]
+    total: int
+    page: int
+    page_size: int
+
+
+def validate_username(username: str) -> str:
+    if not 1 <= len(username) <= 150 or not set(username) <= USERNAME_CHARS:
+        raise InvalidName("username must be 1-150 characters of letters, digits and . _ @ + -")
+    return username
+
+
+class Directory(abc.ABC):
+    """Users, groups and memberships. Group names are exact; callers enforce which groups may be touched."""
+
+    @abc.abstractmethod
+    async def get_user(self, username: str) -> User | None: ...
+
+    @abc.abstractmethod
+    async def list_users(self, search: str = "", page: int = 1, page_size: int = 50) -> UserPage: ...
+
+    @abc.abstractmethod
+    async def list_groups(self) -> list[Group]: ...
+
+    @abc.abstractmethod
+    async def get_group(self, name: str) -> Group | None: ...
+
+    @abc.abstractmethod
+    async def create_group(self, name: str) -> bool:
+        """Create the group; False when it already existed."""
+
+    @abc.abstractmethod
+    async def create_user(self, username: str, *, email: str = "", name: str = "", active: bool = True) -> User: ...
+
+    @abc.abstractmethod
+    async def add_to_group(self, username: str, group: str) -> bool:
+        """Add a membership; False when it was already there."""
+
+    @abc.abstractmethod
+    async def remove_from_group(self, username: str, group: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def set_active(self, username: str, active: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def set_password(self, username: str, password: str) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise DirectoryError when the directory cannot be reached."""

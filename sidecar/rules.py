@@ -1,0 +1,107 @@
+"""Path rules as a service: validated writes with audit events, and the compiled matcher kept current."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sidecar.directory import Directory
+from sidecar.errors import BadRequest, NotFoundError
+from sidecar.identity import GROUP_SEPARATOR, Principal, RolePolicy
+from sidecar.policy import Decision, InvalidPattern, Matcher, decide, validate_pattern
+from sidecar.store import Store
+
+
+class RuleBook:
+    """The one way rules are read, changed and applied, shared by the HTTP API and the CLI."""
+
+    def __init__(
+        self,
+        store: Store,
+        directory: Directory,
+        roles: RolePolicy,
+        on_decision: Callable[[bool, str], None] | None = None,
+    ) -> None:
+        self.on_decision = on_decision
+        self.store = store
+        self.directory = directory
+        self.roles = roles
+        self._matcher: Matcher | None = None
+        self._version = -1
+
+    def matcher(self) -> Matcher:
+        """Recompiled only when the rules may have changed (here, or by another process such as the CLI)."""
+        version = self.store.data_version()
+        if self._matcher is None or version != self._version:
+            self._matcher = Matcher(self.store.list_rules())
+            self._version = version
+        return self._matcher
+
+    def all(self) -> dict[str, list[str]]:
+        return self.store.list_rules()
+
+    def decide(self, principal: Principal, path: str, action: str) -> Decision:
+        decision = decide(self.matcher(), principal, path, action)
+        if self.on_decision is not None:
+            self.on_decision(decision.allowed, action)
+        return decision
+
+    async def check_groups(self, groups: object) -> list[str]:
+        if not isinstance(groups, list) or not groups or not all(isinstance(group, str) for group in groups):
+            raise BadRequest("groups must be a non-empty list of group names", field="groups")
+        for group in groups:
+            if not group.startswith(self.roles.prefix) or GROUP_SEPARATOR in group:
+                raise BadRequest(
+                    f"group {group!r} must start with {self.roles.prefix} and not contain |", field="groups"
+                )
+            if await self.directory.get_group(group) is None:
+                raise BadRequest(f"unknown group {group!r}", field="groups")
+        return sorted(set(groups))
+
+    async def set(self, pattern: object, groups: object, actor: str) -> tuple[str, list[str]]:
+        if not isinstance(pattern, str):
+            raise BadRequest("pattern must be a string", field="pattern")
+        try:
+            normal = validate_pattern(pattern)
+        except InvalidPattern as error:
+            raise BadRequest(str(error), field="pattern") from error
+        checked = await self.check_groups(groups)
+        with self.store.transaction() as db:
+            self.store.put_rule(db, normal, checked)
+            self.store.audit(db, actor, "rule.set", normal, {"groups": checked})
+        self._matcher = None
+        return normal, checked
+
+    def delete(self, pattern: str, actor: str) -> None:
+        try:
+            normal = validate_pattern(pattern)
+        except InvalidPattern as error:
+            raise BadRequest(str(error), field="pattern") from error
+        with self.store.transaction() as db:
+            if not self.store.delete_rule(db, normal):
+                raise NotFoundError(f"no rule for pattern {normal!r}", field="pattern")
+            self.store.audit(db, actor, "rule.delete", normal)
+        self._matcher = None
+
+    def visible(self, principal: Principal) -> dict[str, list[str]]:
+        """The rules whose groups intersect the principal's (all of them for admins)."""
+        rules = self.all()
+        if principal.is_admin:
+            return rules
+        return {pattern: groups for pattern, groups in rules.items() if principal.groups & set(groups)}
+
+    async def explain(
+        self, path: str, action: str, *, username: str | None = None, groups: list[str] | None = None
+    ) -> dict[str, object]:
+        """The decision for a directory user, or for a bare group set (preview), with the rule that decided."""
+        if groups is not None:
+            principal = self.roles.principal(username or "(preview)", groups, source="preview")
+        else:
+            if not username:
+                raise BadRequest("give a user or a group set", field="user")
+            user = await self.directory.get_user(username)
+            if user is None:
+                raise NotFoundError(f"unknown user {username!r}", field="user")
+            principal = self.roles.principal(username, user.groups if user.is_active else (), source="explain")
+        result = self.decide(principal, path, action).as_dict()
+        result.update(user=principal.username, role=principal.role.value, groups=self.roles.managed(principal.groups))
+        return result

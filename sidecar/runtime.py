@@ -1,0 +1,113 @@
+"""Wiring of the services from settings, shared by the web app's lifespan and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from sidecar.directory import Directory, DirectoryError, Group, User, UserPage
+from sidecar.directory.local import LocalDirectory
+from sidecar.identity import RolePolicy, TrustedProxies
+from sidecar.keys import Secrets, load_secrets
+from sidecar.metrics import Metrics
+from sidecar.rules import RuleBook
+from sidecar.sessions import LocalSessions
+from sidecar.settings import Settings
+from sidecar.store import Store
+from sidecar.users import UserAdmin
+
+
+class AuthentikNotConnected(Directory):
+    """Authentik mode before its directory client exists: identity headers work, directory calls say why not."""
+
+    async def _fail(self) -> None:
+        raise DirectoryError("the Authentik directory is not available in this version of the sidecar")
+
+    async def get_user(self, username: str) -> User | None:
+        await self._fail()
+        return None
+
+    async def list_users(self, search: str = "", page: int = 1, page_size: int = 50) -> UserPage:
+        await self._fail()
+        raise AssertionError
+
+    async def list_groups(self) -> list[Group]:
+        await self._fail()
+        return []
+
+    async def get_group(self, name: str) -> Group | None:
+        await self._fail()
+        return None
+
+    async def create_group(self, name: str) -> bool:
+        await self._fail()
+        return False
+
+    async def create_user(self, username: str, *, email: str = "", name: str = "", active: bool = True) -> User:
+        await self._fail()
+        raise AssertionError
+
+    async def add_to_group(self, username: str, group: str) -> bool:
+        await self._fail()
+        return False
+
+    async def remove_from_group(self, username: str, group: str) -> bool:
+        await self._fail()
+        return False
+
+    async def set_active(self, username: str, active: bool) -> None:
+        await self._fail()
+
+    async def set_password(self, username: str, password: str) -> None:
+        await self._fail()
+
+    async def ping(self) -> None:
+        await self._fail()
+
+
+@dataclass
+class Services:
+    settings: Settings
+    secrets: Secrets
+    store: Store
+    roles: RolePolicy
+    proxies: TrustedProxies
+    directory: Directory
+    rules: RuleBook
+    users: UserAdmin
+    sessions: LocalSessions | None
+    metrics: Metrics
+    http: httpx.AsyncClient
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        self.store.close()
+
+
+def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Services:
+    secrets, _ = load_secrets(settings)
+    store = Store(settings.database_path)
+    roles = RolePolicy(admin_groups=frozenset(settings.admin_groups), prefix=settings.group_prefix)
+    directory: Directory
+    sessions: LocalSessions | None = None
+    if settings.mode == "local":
+        local = LocalDirectory(store)
+        sessions = LocalSessions(store, local, settings)
+        directory = local
+    else:
+        directory = AuthentikNotConnected()
+    metrics = Metrics()
+    return Services(
+        settings=settings,
+        secrets=secrets,
+        store=store,
+        roles=roles,
+        proxies=TrustedProxies.parse(settings.trusted_proxies),
+        directory=directory,
+        rules=RuleBook(store, directory, roles, on_decision=metrics.record_decision),
+        users=UserAdmin(store, directory, roles),
+        sessions=sessions,
+        metrics=metrics,
+        http=httpx.AsyncClient(timeout=settings.upstream_timeout, transport=transport),
+    )

@@ -1,0 +1,86 @@
+"""Local-mode logins: 24 h opaque tokens stored hashed, server-side logout, failed-login rate limits."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from sidecar.directory.base import User
+from sidecar.directory.local import LocalDirectory
+from sidecar.errors import BadRequest, TooManyRequests
+from sidecar.settings import Settings
+from sidecar.store import Store
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Login:
+    token: str
+    expires_at: float
+    user: User
+
+
+class LocalSessions:
+    def __init__(self, store: Store, directory: LocalDirectory, settings: Settings) -> None:
+        self.store = store
+        self.directory = directory
+        self.ttl = settings.session_ttl_seconds
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._per_ip = parse(settings.login_rate_ip)
+        self._per_user = parse(settings.login_rate_user)
+
+    def _throttled(self, ip: str, username: str) -> bool:
+        return not (self._limiter.test(self._per_ip, "ip", ip) and self._limiter.test(self._per_user, "user", username))
+
+    async def login(self, username: str, password: str, ip: str) -> Login:
+        if self._throttled(ip, username):
+            raise TooManyRequests("Too many failed logins; wait a minute and try again")
+        user = await self.directory.authenticate(username, password)
+        if user is None:
+            self._limiter.hit(self._per_ip, "ip", ip)
+            self._limiter.hit(self._per_user, "user", username)
+            raise BadRequest("Invalid password", field="password")
+        return self.issue(user)
+
+    def issue(self, user: User) -> Login:
+        token = secrets.token_urlsafe(32)
+        expires_at = time.time() + self.ttl
+        with self.store.transaction() as db:
+            self.store.create_session(db, token_hash(token), user.username, expires_at)
+            self.store.audit(db, user.username, "login", user.username)
+        return Login(token=token, expires_at=expires_at, user=user)
+
+    def logout(self, token: str) -> bool:
+        with self.store.transaction() as db:
+            username = self.store.delete_session(db, token_hash(token))
+            if username is not None:
+                self.store.audit(db, username, "logout", username)
+        return username is not None
+
+    async def resolve(self, token: str) -> User | None:
+        username = self.store.session_user(token_hash(token), time.time())
+        if username is None:
+            return None
+        user = await self.directory.get_user(username)
+        return user if user is not None and user.is_active else None
+
+    def first_admin_open(self, admin_groups: list[str]) -> bool:
+        """The first-time password step is open only while no active admin exists."""
+        return self.store.admin_count(admin_groups) == 0
+
+    async def change_password(self, username: str, current: str, new: str, keep_token: str | None) -> None:
+        if await self.directory.authenticate(username, current) is None:
+            raise BadRequest("Invalid password", field="current_password")
+        await self.directory.set_password(username, new)
+        with self.store.transaction() as db:
+            self.store.delete_user_sessions(db, username, keep=None if keep_token is None else token_hash(keep_token))
+            self.store.audit(db, username, "password.change", username)

@@ -1,0 +1,77 @@
+"""Runtime configuration: every `SIDECAR_*` environment variable (or `.env` entry) and its safe default."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Sidecar settings. The README configuration table mirrors these fields one to one."""
+
+    model_config = SettingsConfigDict(env_prefix="SIDECAR_", env_file=".env", extra="ignore")
+
+    mode: Literal["local", "authentik"] = Field(
+        "local", description="Where the directory lives: `local` (SQLite in the data dir) or `authentik` (its API)."
+    )
+    data_dir: Path = Field(Path("data"), description="SQLite database and generated secrets (mode 0600).")
+    host: str = Field("127.0.0.1", description="Address `sidecar serve` listens on.")
+    port: int = Field(8088, ge=1, le=65535, description="Port `sidecar serve` listens on.")
+    trusted_proxies: CommaList = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="CIDRs whose identity headers (`X-Authentik-*`) are honoured; everyone else is anonymous.",
+    )
+    api_key: SecretStr | None = Field(
+        None, description="Automation key for `X-API-Key`; generated into `<data_dir>/api_key` when unset."
+    )
+    session_secret: SecretStr | None = Field(
+        None, description="Signs CSRF tokens; generated into `<data_dir>/session_secret` when unset."
+    )
+    authentik_url: str | None = Field(
+        None, description="Authentik base URL (authentik mode), e.g. https://sso.example."
+    )
+    authentik_token: SecretStr | None = Field(None, description="Authentik API token (authentik mode).")
+    mediamtx_api_url: str | None = Field(None, description="MediaMTX control API, e.g. http://127.0.0.1:9997.")
+    group_prefix: str = Field("vid_", min_length=1, description="Only groups with this prefix grant or are managed.")
+    admin_groups: CommaList = Field(
+        default_factory=lambda: ["vid_admin", "authentik Admins"],
+        description="Groups whose members are admins (exact, case-sensitive names).",
+    )
+    session_ttl_seconds: int = Field(86400, ge=60, description="Lifetime of a local-mode login token.")
+    login_rate_ip: str = Field("20/minute", description="Failed local logins allowed per client IP.")
+    login_rate_user: str = Field("5/minute", description="Failed local logins allowed per username.")
+    initial_admin: str = Field("admin", description="Username of the first admin created by `sidecar bootstrap`.")
+    bootstrap_password: SecretStr | None = Field(
+        None, description="Password `sidecar bootstrap` gives the first admin; a random one is printed once when unset."
+    )
+    allowed_origins: CommaList = Field(
+        default_factory=list,
+        description="Extra origins (scheme://host[:port]) accepted on state-changing requests besides the own host.",
+    )
+    upstream_timeout: float = Field(5.0, gt=0, description="Seconds before a call to Authentik or MediaMTX gives up.")
+    log_level: str = Field("INFO", description="Log level of the JSON logs.")
+
+    _split = field_validator("trusted_proxies", "admin_groups", "allowed_origins", mode="before")(_split_commas)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "sidecar.db"

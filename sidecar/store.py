@@ -1,0 +1,273 @@
+"""What is remembered: one SQLite (WAL) database with one writer connection; every change is one transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = [
+    """
+    CREATE TABLE rules (
+        pattern TEXT PRIMARY KEY,
+        groups TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE users (
+        username TEXT PRIMARY KEY,
+        email TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL DEFAULT '',
+        password_hash TEXT,
+        is_active INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE groups (
+        name TEXT PRIMARY KEY,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE memberships (
+        username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+        group_name TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE,
+        PRIMARY KEY (username, group_name)
+    );
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX sessions_user ON sessions(username);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+]
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    id: int
+    ts: float
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+
+
+class Store:
+    """The single home of SQL. Callers get plain Python values, never cursors."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)  # password hashes and sessions live here; WAL files inherit the mode
+        path.chmod(0o600)
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _migrate(self) -> None:
+        with self.transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(SCHEMA[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={number}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic change; concurrent writers (a CLI beside the server) wait on SQLite's lock."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def ping(self) -> bool:
+        return bool(self._read("SELECT 1")[0][0] == 1)
+
+    def data_version(self) -> int:
+        """Changes when another connection (a CLI run beside the server) commits; cheap to poll."""
+        return int(self._read("PRAGMA data_version")[0][0])
+
+    # -- path rules -------------------------------------------------------------------------------------------
+    def list_rules(self) -> dict[str, list[str]]:
+        rows = self._read("SELECT pattern, groups FROM rules ORDER BY pattern")
+        return {row["pattern"]: json.loads(row["groups"]) for row in rows}
+
+    def put_rule(self, db: sqlite3.Connection, pattern: str, groups: list[str]) -> None:
+        db.execute(
+            "INSERT INTO rules(pattern, groups, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(pattern) DO UPDATE SET groups=excluded.groups, updated_at=excluded.updated_at",
+            (pattern, json.dumps(sorted(set(groups))), time.time()),
+        )
+
+    def delete_rule(self, db: sqlite3.Connection, pattern: str) -> bool:
+        return db.execute("DELETE FROM rules WHERE pattern = ?", (pattern,)).rowcount > 0
+
+    # -- audit ------------------------------------------------------------------------------------------------
+    def audit(
+        self, db: sqlite3.Connection, actor: str, action: str, target: str, detail: dict[str, Any] | None = None
+    ) -> None:
+        db.execute(
+            "INSERT INTO audit(ts, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), actor, action, target, json.dumps(detail or {}, sort_keys=True)),
+        )
+
+    def list_audit(self, limit: int = 100, action: str | None = None) -> list[AuditEvent]:
+        sql = "SELECT * FROM audit"
+        params: tuple[Any, ...] = ()
+        if action:
+            sql += " WHERE action = ?"
+            params = (action,)
+        rows = self._read(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [
+            AuditEvent(row["id"], row["ts"], row["actor"], row["action"], row["target"], json.loads(row["detail"]))
+            for row in rows
+        ]
+
+    # -- local directory --------------------------------------------------------------------------------------
+    def get_user(self, username: str) -> sqlite3.Row | None:
+        rows = self._read("SELECT * FROM users WHERE username = ?", (username,))
+        return rows[0] if rows else None
+
+    def user_groups(self, username: str) -> list[str]:
+        rows = self._read("SELECT group_name FROM memberships WHERE username = ? ORDER BY group_name", (username,))
+        return [row[0] for row in rows]
+
+    def list_users(self, search: str, limit: int, offset: int) -> tuple[int, list[sqlite3.Row]]:
+        like = f"%{search}%"
+        where = "WHERE username LIKE ? OR email LIKE ? OR name LIKE ?"
+        total = self._read(f"SELECT COUNT(*) FROM users {where}", (like, like, like))[0][0]  # noqa: S608
+        rows = self._read(
+            f"SELECT * FROM users {where} ORDER BY username LIMIT ? OFFSET ?",  # noqa: S608
+            (like, like, like, limit, offset),
+        )
+        return int(total), rows
+
+    def memberships_for(self, usernames: list[str]) -> dict[str, list[str]]:
+        if not usernames:
+            return {}
+        marks = ",".join("?" for _ in usernames)
+        rows = self._read(
+            f"SELECT username, group_name FROM memberships WHERE username IN ({marks}) ORDER BY group_name",  # noqa: S608
+            tuple(usernames),
+        )
+        found: dict[str, list[str]] = {name: [] for name in usernames}
+        for row in rows:
+            found[row[0]].append(row[1])
+        return found
+
+    def count_users(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM users")[0][0])
+
+    def list_groups(self) -> list[tuple[str, int]]:
+        rows = self._read(
+            "SELECT g.name, COUNT(m.username) FROM groups g LEFT JOIN memberships m ON m.group_name = g.name "
+            "GROUP BY g.name ORDER BY g.name"
+        )
+        return [(row[0], int(row[1])) for row in rows]
+
+    def group_exists(self, name: str) -> bool:
+        return bool(self._read("SELECT 1 FROM groups WHERE name = ?", (name,)))
+
+    def admin_count(self, admin_groups: list[str]) -> int:
+        if not admin_groups:
+            return 0
+        marks = ",".join("?" for _ in admin_groups)
+        sql = (
+            "SELECT COUNT(DISTINCT m.username) FROM memberships m JOIN users u ON u.username = m.username "  # noqa: S608 (placeholders only)
+            "WHERE u.is_active = 1 AND m.group_name IN (" + marks + ")"
+        )
+        rows = self._read(sql, tuple(admin_groups))
+        return int(rows[0][0])
+
+    # -- local sessions ---------------------------------------------------------------------------------------
+    def session_user(self, token_hash: str, now: float) -> str | None:
+        rows = self._read("SELECT username FROM sessions WHERE token_hash = ? AND expires_at > ?", (token_hash, now))
+        return str(rows[0][0]) if rows else None
+
+    def create_session(self, db: sqlite3.Connection, token_hash: str, username: str, expires_at: float) -> None:
+        now = time.time()
+        db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+        db.execute(
+            "INSERT INTO sessions(token_hash, username, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            (token_hash, username, now, expires_at),
+        )
+
+    def delete_session(self, db: sqlite3.Connection, token_hash: str) -> str | None:
+        row = db.execute("DELETE FROM sessions WHERE token_hash = ? RETURNING username", (token_hash,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def delete_user_sessions(self, db: sqlite3.Connection, username: str, keep: str | None = None) -> int:
+        return db.execute("DELETE FROM sessions WHERE username = ? AND token_hash IS NOT ?", (username, keep)).rowcount
+
+    # -- local directory writes -------------------------------------------------------------------------------
+    def insert_user(
+        self, db: sqlite3.Connection, username: str, *, email: str, name: str, password_hash: str | None, active: bool
+    ) -> None:
+        db.execute(
+            "INSERT INTO users(username, email, name, password_hash, is_active, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (username, email, name, password_hash, int(active), time.time()),
+        )
+
+    def set_password_hash(self, db: sqlite3.Connection, username: str, password_hash: str) -> bool:
+        cursor = db.execute("UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username))
+        return cursor.rowcount > 0
+
+    def set_active(self, db: sqlite3.Connection, username: str, active: bool) -> bool:
+        return db.execute("UPDATE users SET is_active = ? WHERE username = ?", (int(active), username)).rowcount > 0
+
+    def insert_group(self, db: sqlite3.Connection, name: str) -> bool:
+        cursor = db.execute("INSERT OR IGNORE INTO groups(name, created_at) VALUES (?, ?)", (name, time.time()))
+        return cursor.rowcount > 0
+
+    def add_membership(self, db: sqlite3.Connection, username: str, group: str) -> bool:
+        cursor = db.execute("INSERT OR IGNORE INTO memberships(username, group_name) VALUES (?, ?)", (username, group))
+        return cursor.rowcount > 0
+
+    def remove_membership(self, db: sqlite3.Connection, username: str, group: str) -> bool:
+        cursor = db.execute("DELETE FROM memberships WHERE username = ? AND group_name = ?", (username, group))
+        return cursor.rowcount > 0
+
+    # -- key/value --------------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, db: sqlite3.Connection, key: str, value: str) -> None:
+        db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )

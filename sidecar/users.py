@@ -1,0 +1,85 @@
+"""People administration over the Directory, limited server-side to groups with the configured prefix."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sidecar.directory import Directory, Group, User, UserPage
+from sidecar.directory.base import InvalidName
+from sidecar.errors import BadRequest, Forbidden, NotFoundError
+from sidecar.identity import GROUP_SEPARATOR, RolePolicy
+from sidecar.passwords import check_strength
+from sidecar.store import Store
+
+MAX_PAGE_SIZE = 100
+
+
+class UserAdmin:
+    """Shared by the HTTP API, the pages and the CLI. Non-prefixed groups (tak_*, ...) are never shown or touched."""
+
+    def __init__(self, store: Store, directory: Directory, roles: RolePolicy) -> None:
+        self.store = store
+        self.directory = directory
+        self.roles = roles
+
+    def _visible(self, user: User) -> User:
+        return replace(user, groups=tuple(self.roles.managed(user.groups)))
+
+    async def managed_group(self, name: str, actor: str) -> Group:
+        """The group named exactly `name`, if it may be managed here; an attempt on another group is audited."""
+        if not name.startswith(self.roles.prefix) or GROUP_SEPARATOR in name:
+            with self.store.transaction() as db:
+                self.store.audit(db, actor, "group.denied", name)
+            raise Forbidden(f"only groups starting with {self.roles.prefix} can be managed here")
+        group = await self.directory.get_group(name)
+        if group is None:
+            raise NotFoundError(f"unknown group {name!r}", field="group")
+        return group
+
+    async def list_users(self, search: str = "", page: int = 1, page_size: int = 50) -> UserPage:
+        if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise BadRequest(f"page must be >= 1 and page_size 1-{MAX_PAGE_SIZE}", field="page")
+        found = await self.directory.list_users(search, page, page_size)
+        return replace(found, users=[self._visible(user) for user in found.users])
+
+    async def list_groups(self) -> list[Group]:
+        return [group for group in await self.directory.list_groups() if group.name.startswith(self.roles.prefix)]
+
+    async def create_group(self, name: str, actor: str) -> bool:
+        if not name.startswith(self.roles.prefix) or GROUP_SEPARATOR in name or len(name) > 80:
+            raise BadRequest(
+                f"group name must start with {self.roles.prefix}, be at most 80 characters and not contain |",
+                field="name",
+            )
+        created = await self.directory.create_group(name)
+        if created:
+            with self.store.transaction() as db:
+                self.store.audit(db, actor, "group.create", name)
+        return created
+
+    async def add_user(self, username: str, groups: list[str], password: str | None, actor: str) -> User:
+        checked = [await self.managed_group(group, actor) for group in groups]
+        if password is not None:
+            check_strength(password)
+        try:
+            user = await self.directory.create_user(username)
+        except InvalidName as error:
+            raise BadRequest(str(error), field="username") from error
+        for group in checked:
+            await self.directory.add_to_group(username, group.name)
+        if password is not None:
+            await self.directory.set_password(username, password)
+        with self.store.transaction() as db:
+            self.store.audit(db, actor, "user.create", username, {"groups": [group.name for group in checked]})
+        return replace(user, groups=tuple(group.name for group in checked))
+
+    async def set_membership(self, username: str, group: str, member: bool, actor: str) -> bool:
+        checked = await self.managed_group(group, actor)
+        if member:
+            changed = await self.directory.add_to_group(username, checked.name)
+        else:
+            changed = await self.directory.remove_from_group(username, checked.name)
+        if changed:
+            with self.store.transaction() as db:
+                self.store.audit(db, actor, "group.add" if member else "group.remove", username, {"group": group})
+        return changed

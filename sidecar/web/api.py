@@ -1,0 +1,118 @@
+"""The JSON API under /api/v1/: every page is built on it and automation uses it with X-API-Key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sidecar.errors import BadRequest
+from sidecar.identity import split_groups
+from sidecar.web.context import csrf_token, int_param, require, services
+from sidecar.web.openapi import openapi_document
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as error:
+        raise BadRequest("body must be a JSON object") from error
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    return body
+
+
+async def me(request: Request) -> Response:
+    who = await require(request)
+    svc = services(request)
+    body = {
+        "username": who.username,
+        "role": who.role.value,
+        "groups": svc.roles.managed(who.groups),
+        "email": who.email,
+        "name": who.name,
+        "csrf_token": csrf_token(request, who),
+    }
+    return JSONResponse(body)
+
+
+async def rules_list(request: Request) -> Response:
+    await require(request, admin=True)
+    rules = services(request).rules.all()
+    return JSONResponse({"rules": [{"pattern": p, "groups": g} for p, g in rules.items()]})
+
+
+async def rules_put(request: Request) -> Response:
+    who = await require(request, admin=True)
+    body = await _json_object(request)
+    pattern, groups = await services(request).rules.set(body.get("pattern"), body.get("groups"), who.username)
+    return JSONResponse({"pattern": pattern, "groups": groups})
+
+
+async def rules_delete(request: Request) -> Response:
+    who = await require(request, admin=True)
+    pattern = request.query_params.get("pattern", "")
+    services(request).rules.delete(pattern, who.username)
+    return JSONResponse({"deleted": pattern})
+
+
+async def explain(request: Request) -> Response:
+    await require(request, admin=True)
+    params = request.query_params
+    path = params.get("path", "")
+    if not path:
+        raise BadRequest("path is required", field="path")
+    groups = params.get("groups")
+    result = await services(request).rules.explain(
+        path,
+        params.get("action", "read"),
+        username=params.get("user") or None,
+        groups=sorted(split_groups(groups)) if groups is not None else None,
+    )
+    return JSONResponse(result)
+
+
+async def users_list(request: Request) -> Response:
+    await require(request, admin=True)
+    page = await services(request).users.list_users(
+        request.query_params.get("search", "")[:100], int_param(request, "page", 1), int_param(request, "page_size", 50)
+    )
+    users = [
+        {"username": u.username, "email": u.email, "name": u.name, "is_active": u.is_active, "groups": list(u.groups)}
+        for u in page.users
+    ]
+    return JSONResponse({"users": users, "total": page.total, "page": page.page, "page_size": page.page_size})
+
+
+async def groups_list(request: Request) -> Response:
+    await require(request, admin=True)
+    groups = await services(request).users.list_groups()
+    return JSONResponse({"groups": [{"name": g.name, "member_count": g.member_count} for g in groups]})
+
+
+async def groups_create(request: Request) -> Response:
+    who = await require(request, admin=True)
+    name = (await _json_object(request)).get("name")
+    if not isinstance(name, str):
+        raise BadRequest("name must be a string", field="name")
+    created = await services(request).users.create_group(name, who.username)
+    return JSONResponse({"name": name, "created": created}, status_code=201 if created else 200)
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+routes = [
+    Route("/api/v1/me", me),
+    Route("/api/v1/rules", rules_list, methods=["GET"]),
+    Route("/api/v1/rules", rules_put, methods=["PUT"]),
+    Route("/api/v1/rules", rules_delete, methods=["DELETE"]),
+    Route("/api/v1/explain", explain),
+    Route("/api/v1/users", users_list),
+    Route("/api/v1/groups", groups_list, methods=["GET"]),
+    Route("/api/v1/groups", groups_create, methods=["POST"]),
+    Route("/api/v1/openapi.json", openapi),
+]

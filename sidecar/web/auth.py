@@ -1,0 +1,218 @@
+"""Local-mode sign-in: login page and JSON, logout, password set/change, and Caddy's forward-auth target."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from sidecar.bootstrap import admin_group
+from sidecar.errors import BadRequest, Forbidden, NotFoundError, SidecarError, Unauthorized
+from sidecar.identity import GROUP_SEPARATOR, Role
+from sidecar.sessions import LocalSessions, Login
+from sidecar.web.context import (
+    SESSION_COOKIE,
+    check_same_origin,
+    client_ip,
+    forwarded_value,
+    own_origin,
+    principal,
+    services,
+    session_token,
+)
+from sidecar.web.templating import templates
+
+# Paths the sidecar serves itself; the rest behind Caddy is the editor, which only admins may reach.
+SIDECAR_PATHS = ("/users", "/streams", "/api/v1/", "/request-access", "/auth/", "/overlay/")
+_first_admin_lock = asyncio.Lock()
+
+
+def local_sessions(request: Request) -> LocalSessions:
+    sessions = services(request).sessions
+    if sessions is None:
+        raise NotFoundError("local sign-in is off: this sidecar runs in authentik mode")
+    return sessions
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site relative paths; `//host`, `/\\host` and absolute URLs would be open redirects."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")) or any(c in target for c in "\r\n"):
+        return "/"
+    return target
+
+
+def _is_form(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    )
+
+
+async def _fields(request: Request, *names: str) -> dict[str, str]:
+    data: Any
+    if _is_form(request):
+        data = dict(await request.form())
+    else:
+        try:
+            data = await request.json()
+        except ValueError as error:
+            raise BadRequest("body must be JSON or a form") from error
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    values = {}
+    for name in names:
+        value = data.get(name, "")
+        if not isinstance(value, str) or len(value) > 256:
+            raise BadRequest(f"{name} must be a string of at most 256 characters", field=name)
+        values[name] = value
+    values["next"] = str(data.get("next", "")) if isinstance(data.get("next", ""), str) else ""
+    return values
+
+
+def _with_cookie(request: Request, response: Response, login: Login) -> Response:
+    secure = own_origin(request).startswith("https://")
+    response.set_cookie(
+        SESSION_COOKIE,
+        login.token,
+        max_age=services(request).settings.session_ttl_seconds,
+        httponly=True,
+        samesite="strict",
+        secure=secure,
+        path="/",
+    )
+    return response
+
+
+def _login_json(request: Request, login: Login) -> Response:
+    role = services(request).roles.role_for(login.user.groups)
+    body = {
+        "token": login.token,
+        "expires_at": int(login.expires_at),
+        "username": login.user.username,
+        "role": role.value,
+    }
+    return _with_cookie(request, JSONResponse(body), login)
+
+
+async def login_page(request: Request) -> Response:
+    sessions = local_sessions(request)
+    first = sessions.first_admin_open(services(request).settings.admin_groups)
+    context = {
+        "next": safe_next(request.query_params.get("next")),
+        "first_admin": first,
+        "error": None,
+        "initial_admin": services(request).settings.initial_admin,
+    }
+    return templates.TemplateResponse(request, "login.html", context)
+
+
+async def login(request: Request) -> Response:
+    sessions = local_sessions(request)
+    if request.headers.get("origin") is not None:
+        check_same_origin(request)  # login CSRF: a foreign page must not sign the browser in
+    fields = await _fields(request, "username", "password")
+    if not fields["username"] or not fields["password"]:
+        raise BadRequest(
+            "username and password are required", field="username" if not fields["username"] else "password"
+        )
+    try:
+        done = await sessions.login(fields["username"], fields["password"], client_ip(request))
+    except SidecarError as error:
+        if not _is_form(request):
+            raise
+        context = {
+            "next": safe_next(fields["next"]),
+            "first_admin": False,
+            "error": error.message,
+            "initial_admin": services(request).settings.initial_admin,
+        }
+        return templates.TemplateResponse(request, "login.html", context, status_code=error.status)
+    if _is_form(request):
+        return _with_cookie(request, RedirectResponse(safe_next(fields["next"]), status_code=303), done)
+    return _login_json(request, done)
+
+
+async def logout(request: Request) -> Response:
+    sessions = local_sessions(request)
+    if request.headers.get("origin") is not None:
+        check_same_origin(request)
+    token = session_token(request)
+    if token:
+        sessions.logout(token)
+    response: Response
+    if _is_form(request):
+        response = RedirectResponse("/auth/login", status_code=303)
+    else:
+        response = JSONResponse({"status": "logged out"})
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def password(request: Request) -> Response:
+    """First admin (only while no active admin exists), otherwise a signed-in user's own password change."""
+    sessions = local_sessions(request)
+    if request.headers.get("origin") is not None:
+        check_same_origin(request)
+    fields = await _fields(request, "username", "password", "current_password")
+    svc = services(request)
+    async with _first_admin_lock:
+        if sessions.first_admin_open(svc.settings.admin_groups):
+            username = fields["username"] or svc.settings.initial_admin
+            if await svc.directory.get_user(username) is None:
+                await svc.users.add_user(username, [admin_group(svc.settings)], fields["password"], actor="first-admin")
+            else:
+                await svc.users.set_membership(username, admin_group(svc.settings), True, actor="first-admin")
+                await svc.directory.set_active(username, True)
+                await svc.directory.set_password(username, fields["password"])
+            user = await svc.directory.get_user(username)
+            assert user is not None
+            return _login_json(request, sessions.issue(user))
+    who = await principal(request)
+    if who.source != "session":
+        raise Unauthorized()
+    await sessions.change_password(who.username, fields["current_password"], fields["password"], session_token(request))
+    return JSONResponse({"status": "password changed"})
+
+
+async def verify(request: Request) -> Response:
+    """Caddy's forward_auth target in local mode: identity headers for a valid session, else sign in."""
+    sessions = local_sessions(request)
+    svc = services(request)
+    uri = forwarded_value(request, "x-forwarded-uri") or "/"
+    path = uri.split("?", 1)[0]
+    api_key = request.headers.get("x-api-key")
+    if api_key is not None and path.startswith("/api/v1/"):
+        # The sidecar checks the key again itself; the editor never sees key-only requests.
+        who = await principal(request)
+        return Response(status_code=200) if who.role == Role.SERVICE else JSONResponse({"error": "Unauthorized"}, 401)
+    token = session_token(request)
+    user = await sessions.resolve(token) if token else None
+    if user is None:
+        if "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse(f"/auth/login?next={quote(safe_next(uri), safe='/?=&')}", status_code=302)
+        return JSONResponse({"error": "Unauthorized"}, status_code=401)
+    role = svc.roles.role_for(user.groups)
+    if role != Role.ADMIN and not path.startswith(SIDECAR_PATHS):
+        if "text/html" in request.headers.get("accept", "") and role == Role.VIEWER:
+            return RedirectResponse("/streams", status_code=302)
+        raise Forbidden("the editor is for admins only")
+    headers = {
+        "X-Authentik-Username": user.username,
+        "X-Authentik-Groups": GROUP_SEPARATOR.join(sorted(user.groups)),
+        "X-Authentik-Email": user.email,
+        "X-Authentik-Name": user.name,
+        "X-Authentik-Uid": user.uid,
+    }
+    return Response(status_code=200, headers=headers)
+
+
+routes = [
+    Route("/auth/login", login_page, methods=["GET"]),
+    Route("/auth/login", login, methods=["POST"]),
+    Route("/auth/logout", logout, methods=["POST"]),
+    Route("/auth/password", password, methods=["PUT"]),
+    Route("/auth/verify", verify, methods=["GET", "HEAD"]),
+]

@@ -1,0 +1,73 @@
+"""One place that turns failures into responses: JSON `{"error": ...}` for the API, pages for browsers."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from sidecar.directory.base import Conflict, DirectoryError, InvalidName, NotFound
+from sidecar.errors import SidecarError
+from sidecar.web.templating import templates
+
+log = logging.getLogger("sidecar.web")
+PAGE_PREFIXES = ("/users", "/streams")
+
+
+def _wants_page(request: Request) -> bool:
+    return request.url.path.startswith(PAGE_PREFIXES) and "text/html" in request.headers.get("accept", "")
+
+
+def error_response(request: Request, status: int, message: str, field: str | None = None) -> Response:
+    if _wants_page(request):
+        if status == 401:
+            target = quote(request.url.path, safe="/")
+            return RedirectResponse(f"/auth/login?next={target}", status_code=303)
+        svc = request.app.state.services
+        context = {
+            "status": status,
+            "message": message,
+            "admin_groups": svc.settings.admin_groups,
+            "prefix": svc.settings.group_prefix,
+        }
+        return templates.TemplateResponse(request, "error.html", context, status_code=status)
+    body: dict[str, str] = {"error": message}
+    if field:
+        body["field"] = field
+    headers = {"WWW-Authenticate": 'Bearer realm="sidecar"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def sidecar_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SidecarError)
+    return error_response(request, exc.status, exc.message, exc.field)
+
+
+async def directory_error(request: Request, exc: Exception) -> Response:
+    statuses: dict[type[Exception], int] = {NotFound: 404, Conflict: 409, InvalidName: 400}
+    status = statuses.get(type(exc), 503)
+    if status == 503:
+        log.warning("directory unavailable: %s", exc)
+    return error_response(request, status, str(exc))
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    messages = {404: "Not found", 405: "Method not allowed", 413: "Request body too large"}
+    return error_response(request, exc.status_code, messages.get(exc.status_code, exc.detail))
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"error": "Internal error"}, status_code=500)
+
+
+EXCEPTION_HANDLERS = {
+    SidecarError: sidecar_error,
+    DirectoryError: directory_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}

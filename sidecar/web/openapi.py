@@ -1,0 +1,87 @@
+"""The OpenAPI document of /api/v1/ (a test keeps it in step with the routes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sidecar import __version__
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _op(
+    summary: str,
+    *,
+    body: dict[str, Any] | None = None,
+    params: tuple[str, ...] = (),
+    auth: str = "admin",
+    ok: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "description": f"Requires: {auth}. State changes from browsers need X-CSRF-Token and a same-origin Origin.",
+        "parameters": [
+            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in params
+        ],
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": ok or {"type": "object"}}}},
+            "400": {"description": "Bad input; `field` names it", "content": {"application/json": {"schema": ERROR}}},
+            "401": {"description": "Unauthorized", "content": {"application/json": {"schema": ERROR}}},
+            "403": {"description": "Forbidden", "content": {"application/json": {"schema": ERROR}}},
+        },
+    }
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return operation
+
+
+RULE = {
+    "type": "object",
+    "required": ["pattern", "groups"],
+    "properties": {"pattern": {"type": "string"}, "groups": {"type": "array", "items": {"type": "string"}}},
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "MediaMTX access sidecar API", "version": __version__},
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}, "field": {"type": "string"}},
+                }
+            },
+        },
+        "security": [{"apiKey": []}],
+        "paths": {
+            "/api/v1/me": {
+                "get": _op(
+                    "The signed-in principal: username, role, prefixed groups, CSRF token", auth="any user with a group"
+                )
+            },
+            "/api/v1/rules": {
+                "get": _op("List path rules"),
+                "put": _op("Create or replace a path rule", body=RULE, ok=RULE),
+                "delete": _op("Delete the rule for ?pattern=", params=("pattern",)),
+            },
+            "/api/v1/explain": {
+                "get": _op(
+                    "Decide ?action= on ?path= for ?user= (or a ?groups=a|b preview) and say why",
+                    params=("user", "groups", "path", "action"),
+                )
+            },
+            "/api/v1/users": {"get": _op("Users with their prefixed groups", params=("search", "page", "page_size"))},
+            "/api/v1/groups": {
+                "get": _op("Groups with the configured prefix and their member counts"),
+                "post": _op(
+                    "Create a group (name must start with the prefix)",
+                    body={"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+                ),
+            },
+            "/api/v1/openapi.json": {"get": _op("This document", auth="nothing")},
+        },
+    }

@@ -1,0 +1,31 @@
+"""Pages for people: /users for admins, /streams for everyone with a prefixed group."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sidecar.web.context import csrf_token, int_param, require, services
+from sidecar.web.templating import templates
+
+
+async def users_page(request: Request) -> Response:
+    who = await require(request, admin=True)
+    search = request.query_params.get("search", "")[:100]
+    found = await services(request).users.list_users(search, int_param(request, "page", 1), 50)
+    context = {"who": who, "page": found, "search": search, "csrf_token": csrf_token(request, who)}
+    return templates.TemplateResponse(request, "users.html", context)
+
+
+async def streams_page(request: Request) -> Response:
+    who = await require(request)
+    rules = services(request).rules.visible(who)
+    context = {"who": who, "rules": rules, "csrf_token": csrf_token(request, who)}
+    return templates.TemplateResponse(request, "streams.html", context)
+
+
+routes = [
+    Route("/users", users_page),
+    Route("/streams", streams_page),
+]

@@ -1,0 +1,95 @@
+"""Service endpoints: health, readiness, version, auth status and Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sidecar import __version__
+from sidecar.directory import DirectoryError
+from sidecar.errors import Forbidden, Unauthorized
+from sidecar.web.context import principal, services
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _reachable(client: httpx.AsyncClient, url: str) -> str:
+    try:
+        response = await client.get(url)
+    except httpx.HTTPError as error:
+        return f"unreachable ({type(error).__name__})"
+    return "ok" if response.status_code < 500 else f"unhealthy (HTTP {response.status_code})"
+
+
+async def readyz(request: Request) -> Response:
+    svc = services(request)
+    checks: dict[str, str] = {}
+    try:
+        svc.store.ping()
+        checks["store"] = "ok"
+    except Exception as error:  # any storage failure means not ready
+        checks["store"] = f"failed ({type(error).__name__})"
+    if svc.settings.mode == "local":
+        try:
+            await svc.directory.ping()
+            checks["directory"] = "ok"
+        except DirectoryError as error:
+            checks["directory"] = f"failed ({error})"
+    if svc.settings.authentik_url:
+        checks["authentik"] = await _reachable(svc.http, svc.settings.authentik_url.rstrip("/") + "/-/health/ready/")
+    if svc.settings.mediamtx_api_url:
+        checks["mediamtx"] = await _reachable(svc.http, svc.settings.mediamtx_api_url.rstrip("/") + "/v3/paths/list")
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+    )
+
+
+async def version(request: Request) -> Response:
+    return JSONResponse({"version": __version__})
+
+
+async def auth_status(request: Request) -> Response:
+    return JSONResponse({"auth_enabled": True, "mode": services(request).settings.mode})
+
+
+async def metrics(request: Request) -> Response:
+    who = await principal(request)
+    if not who.authenticated:
+        raise Unauthorized()
+    if not who.is_admin:
+        raise Forbidden("metrics are for admins and the API key")
+    return Response(services(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+class Timing:
+    """ASGI middleware feeding the latency histogram."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            scope["app"].state.services.metrics.observe(scope["path"], scope["method"], time.perf_counter() - started)
+
+
+routes = [
+    Route("/healthz", healthz),
+    Route("/readyz", readyz),
+    Route("/version", version),
+    Route("/auth/status", auth_status),
+    Route("/metrics", metrics),
+]
