@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from sidecar.settings import Settings
 from sidecar.web import api, auth, pages, service
 from sidecar.web.errors import EXCEPTION_HANDLERS
 
+log = logging.getLogger("sidecar")
 STATIC_DIR = Path(__file__).resolve().parent / "overlay_static"
 MAX_BODY_BYTES = 64 * 1024
 
@@ -28,6 +30,8 @@ def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTr
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = build_services(settings, transport=transport)
         app.state.services = services
+        if services.sessions is not None and services.sessions.first_admin_open(settings.admin_groups):
+            log.warning("no admin exists yet: open /auth/login to set the first admin password, or run bootstrap")
         try:
             yield
         finally:

@@ -55,3 +55,7 @@ def make_client(settings: Settings) -> Iterator[Callable[..., TestClient]]:
 @pytest.fixture
 def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
+
+
+# Real-process fixtures (Caddy, the sidecar, stand-in upstreams) for tests marked `caddy`.
+pytest_plugins = ["tests.processes_fixtures"]

@@ -1,0 +1,129 @@
+"""`sidecar demo`: local mode on one machine — Caddy in front of the sidecar and a stand-in MediaMTX editor."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from sidecar.bootstrap import bootstrap
+from sidecar.processes import (
+    MIN_CADDY_VERSION,
+    LoggedProcess,
+    ProcessStartError,
+    caddy_binary,
+    caddy_version,
+    free_port,
+    repo_caddyfile,
+    start_process,
+    stop_process,
+)
+from sidecar.settings import Settings
+
+
+class _Stop(Exception):
+    """SIGTERM, turned into an exception so the same cleanup runs as for Ctrl-C."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def _child_env(**values: str) -> dict[str, str]:
+    env = dict(os.environ)
+    # `python -m sidecar` must work from any directory, installed or not.
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    env.update(values)
+    return env
+
+
+def run_demo(port: int = 8080) -> int:
+    """Bootstrap, start the demo editor, the sidecar and Caddy on `port`, and run until Ctrl-C or SIGTERM."""
+    caddy = caddy_binary()
+    version = caddy_version(caddy)
+    if version < MIN_CADDY_VERSION:
+        wanted = ".".join(map(str, MIN_CADDY_VERSION))
+        print(f"error: {caddy} is Caddy {'.'.join(map(str, version))}; the demo needs >= {wanted}", file=sys.stderr)
+        return 2
+    settings = Settings().model_copy(update={"mode": "local"})
+    data_dir = settings.data_dir.resolve()
+    bootstrap(settings, out=print)
+    logs = data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+
+    editor_port, sidecar_port = free_port(), free_port()
+    editor_password = secrets.token_urlsafe(12)
+    sidecar = f"127.0.0.1:{sidecar_port}"
+    children: list[LoggedProcess] = []
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        children.append(
+            start_process(
+                [sys.executable, "-m", "sidecar.demo_editor", "--port", str(editor_port)],
+                _child_env(DEMO_EDITOR_USERNAME="admin", DEMO_EDITOR_PASSWORD=editor_password),
+                ready_url=f"http://127.0.0.1:{editor_port}/api/status",
+                log_path=logs / "demo-editor.log",
+            )
+        )
+        children.append(
+            start_process(
+                [sys.executable, "-m", "sidecar", "serve"],
+                _child_env(
+                    SIDECAR_MODE="local",
+                    SIDECAR_DATA_DIR=str(data_dir),
+                    SIDECAR_HOST="127.0.0.1",
+                    SIDECAR_PORT=str(sidecar_port),
+                    # Caddy reaches the sidecar over loopback; nothing else may vouch for an identity.
+                    SIDECAR_TRUSTED_PROXIES="127.0.0.0/8,::1/128",
+                ),
+                ready_url=f"http://{sidecar}/healthz",
+                log_path=logs / "sidecar.log",
+            )
+        )
+        children.append(
+            start_process(
+                [str(caddy), "run", "--config", str(repo_caddyfile()), "--adapter", "caddyfile"],
+                _child_env(
+                    SITE_ADDRESS=f"http://127.0.0.1:{port}",
+                    SIDECAR_UPSTREAM=sidecar,
+                    EDITOR_UPSTREAM=f"127.0.0.1:{editor_port}",
+                    AUTH_UPSTREAM=sidecar,
+                    AUTH_URI="/auth/verify",
+                    # No admin API, so the demo never clashes with a Caddy already running on this machine,
+                    # and Caddy's own state stays inside the demo's data directory.
+                    CADDY_ADMIN="off",
+                    XDG_CONFIG_HOME=str(data_dir / "caddy"),
+                    XDG_DATA_HOME=str(data_dir / "caddy"),
+                ),
+                ready_port=port,
+                log_path=logs / "caddy.log",
+            )
+        )
+        print()
+        print(f"Demo running at http://127.0.0.1:{port}/")
+        print(f"  sign in as {settings.initial_admin} (password: printed above on the first run, or the one you set);")
+        print("  /users manages people, /streams is what viewers see; add a viewer from a shell with")
+        print("  `sidecar users add NAME --group vid_public --password-stdin`")
+        print(f"  the stand-in editor's own login is admin / {editor_password}")
+        print(f"  logs: {logs}")
+        print("Press Ctrl-C to stop.")
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        dead = next(child for child in children if child.poll() is not None)
+        print(f"error: {dead.argv[0]} {' '.join(dead.argv[1:3])} exited:\n{dead.output_tail()}", file=sys.stderr)
+        return 1
+    except ProcessStartError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, _Stop):
+        print("\nstopping")
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for child in reversed(children):
+            stop_process(child)
