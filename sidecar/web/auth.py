@@ -24,7 +24,7 @@ from sidecar.web.context import (
     services,
     session_token,
 )
-from sidecar.web.templating import templates
+from sidecar.web.templating import page
 
 # Paths the sidecar serves itself; the rest behind Caddy is the editor, which only admins may reach.
 SIDECAR_PATHS = ("/users", "/streams", "/api/v1/", "/request-access", "/auth/", "/overlay/")
@@ -106,7 +106,7 @@ async def login_page(request: Request) -> Response:
         "error": None,
         "initial_admin": services(request).settings.initial_admin,
     }
-    return templates.TemplateResponse(request, "login.html", context)
+    return page(request, "login.html", context)
 
 
 async def login(request: Request) -> Response:
@@ -129,7 +129,7 @@ async def login(request: Request) -> Response:
             "error": error.message,
             "initial_admin": services(request).settings.initial_admin,
         }
-        return templates.TemplateResponse(request, "login.html", context, status_code=error.status)
+        return page(request, "login.html", context, status_code=error.status)
     if _is_form(request):
         return _with_cookie(request, RedirectResponse(safe_next(fields["next"]), status_code=303), done)
     return _login_json(request, done)

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from sidecar.directory.base import Conflict, DirectoryError, InvalidName, NotFound
 from sidecar.errors import SidecarError
-from sidecar.web.templating import templates
+from sidecar.web.templating import page
 
 log = logging.getLogger("sidecar.web")
 PAGE_PREFIXES = ("/users", "/streams")
@@ -33,7 +33,7 @@ def error_response(request: Request, status: int, message: str, field: str | Non
             "admin_groups": svc.settings.admin_groups,
             "prefix": svc.settings.group_prefix,
         }
-        return templates.TemplateResponse(request, "error.html", context, status_code=status)
+        return page(request, "error.html", context, status_code=status)
     body: dict[str, str] = {"error": message}
     if field:
         body["field"] = field

@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sidecar.web.context import csrf_token, int_param, require, services
-from sidecar.web.templating import templates
+from sidecar.web.templating import page
 
 
 async def users_page(request: Request) -> Response:
@@ -15,14 +15,14 @@ async def users_page(request: Request) -> Response:
     search = request.query_params.get("search", "")[:100]
     found = await services(request).users.list_users(search, int_param(request, "page", 1), 50)
     context = {"who": who, "page": found, "search": search, "csrf_token": csrf_token(request, who)}
-    return templates.TemplateResponse(request, "users.html", context)
+    return page(request, "users.html", context)
 
 
 async def streams_page(request: Request) -> Response:
     who = await require(request)
     rules = services(request).rules.visible(who)
     context = {"who": who, "rules": rules, "csrf_token": csrf_token(request, who)}
-    return templates.TemplateResponse(request, "streams.html", context)
+    return page(request, "streams.html", context)
 
 
 routes = [

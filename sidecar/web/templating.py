@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from sidecar import __version__
 
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 templates.env.globals["version"] = __version__
+
+
+def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
+    """Render a page with what every layout needs: who is asking and whether a local sign-out exists."""
+    services = request.app.state.services
+    full = {"who": getattr(request.state, "principal", None), "signout": services.sessions is not None, **context}
+    return templates.TemplateResponse(request, name, full, status_code=status_code)
