@@ -34,17 +34,28 @@ def ensure_secret(settings: Settings, name: str, given: SecretStr | None) -> tup
         return given.get_secret_value(), False
     path = secret_path(settings, name)
     try:
-        return path.read_text().strip(), False
+        existing = path.read_text().strip()
     except FileNotFoundError:
-        pass
+        existing = ""
+    if existing:
+        return existing, False
+    # Missing, or empty after a crash mid-write: an empty key must never become the key that everyone knows.
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it between our read and our create
-        return path.read_text().strip(), False
+    temporary = path.with_name(f".{name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(value + "\n")
+    try:
+        os.link(temporary, path)  # atomic and refuses to replace a key another process has just written
+    except FileExistsError:
+        existing = path.read_text().strip()
+        if not existing:
+            os.replace(temporary, path)
+            return value, True
+        return existing, False
+    finally:
+        temporary.unlink(missing_ok=True)
     return value, True
 
 

@@ -32,9 +32,10 @@ async def hash_password(password: str) -> str:
 
 
 def _verify(password: str, password_hash: str | None) -> bool:
-    candidate = password.encode()[:MAX_BYTES]
-    if password_hash is None:
-        bcrypt.checkpw(candidate, _DUMMY_HASH.encode())
+    candidate = password.encode()
+    if password_hash is None or len(candidate) > MAX_BYTES:
+        # Same bcrypt work as a real check; an over-long password can never match (bcrypt would truncate it).
+        bcrypt.checkpw(candidate[:MAX_BYTES], _DUMMY_HASH.encode())
         return False
     return bcrypt.checkpw(candidate, password_hash.encode())
 

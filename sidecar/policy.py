@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from sidecar.identity import Principal, Role
 
 VIEW_ACTIONS = frozenset({"read", "playback"})
-ADMIN_ACTIONS = frozenset({"publish", "api", "metrics", "pprof"})
+SERVICE_ACTIONS = frozenset({"api", "metrics", "pprof"})  # no stream path: MediaMTX sends none for these
+ADMIN_ACTIONS = SERVICE_ACTIONS | {"publish"}
 ACTIONS = VIEW_ACTIONS | ADMIN_ACTIONS
 
 # MediaMTX path names use these characters; anything else (`%`, `\`, `?`, `#`, spaces, controls) is refused.
@@ -99,27 +100,115 @@ class Rule:
     groups: frozenset[str]
 
 
+def segment_matches(pattern: str, segment: str) -> bool:
+    """`*` within one segment, without backtracking blow-up: the classic two-pointer wildcard walk, O(n·m)."""
+    p = s = 0
+    star = -1
+    mark = 0
+    while s < len(segment):
+        if p < len(pattern) and pattern[p] != "*" and pattern[p] == segment[s]:
+            p += 1
+            s += 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, mark = p, s
+            p += 1
+        elif star >= 0:
+            p = star + 1
+            mark += 1
+            s = mark
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
+
+
+class _Node:
+    """One state of the rule automaton; `**` nodes loop on any segment."""
+
+    __slots__ = ("globstars", "literal", "loops", "rule", "wild")
+
+    def __init__(self, loops: bool = False) -> None:
+        self.literal: dict[str, _Node] = {}
+        self.wild: dict[str, _Node] = {}
+        self.globstars: dict[bool, _Node] = {}  # key: at least one segment (a trailing `**`)
+        self.loops = loops
+        self.rule: Rule | None = None
+
+
 class Matcher:
-    """All rules compiled once into a dict of exact paths plus one alternation ordered by specificity."""
+    """All rules compiled once into one segment automaton: a trie with `**` loops, run as an NFA.
+
+    Matching costs O(path segments × live states), never exponential, whatever the patterns (a backtracking
+    regex over several `**` can take seconds on a long path). When several rules match, the most specific wins.
+    """
 
     def __init__(self, rules: Mapping[str, Iterable[str]]) -> None:
-        self.rules = {validate_pattern(p): Rule(validate_pattern(p), frozenset(g)) for p, g in rules.items()}
-        self._exact = {p: r for p, r in self.rules.items() if not is_glob(p)}
-        self._globs = sorted((p for p in self.rules if is_glob(p)), key=_specificity)
-        self._regex: re.Pattern[str] | None = None
-        if self._globs:
-            alternatives = (f"(?P<r{i}>{glob_to_regex(p)[1:-1]})" for i, p in enumerate(self._globs))
-            self._regex = re.compile("^(?:" + "|".join(alternatives) + ")$")
+        self.rules: dict[str, Rule] = {}
+        self._root = _Node()
+        self._folded_root = _Node()
+        for raw, groups in rules.items():
+            pattern = validate_pattern(raw)
+            rule = Rule(pattern, frozenset(groups))
+            self.rules[pattern] = rule
+            self._insert(self._root, pattern, rule)
+            self._insert(self._folded_root, pattern.casefold(), rule)
+
+    @staticmethod
+    def _insert(root: _Node, pattern: str, rule: Rule) -> None:
+        node = root
+        segments = pattern.split("/")
+        for index, segment in enumerate(segments):
+            if segment == "**":
+                at_least_one = index == len(segments) - 1
+                node = node.globstars.setdefault(at_least_one, _Node(loops=True))
+            elif "*" in segment:
+                node = node.wild.setdefault(segment, _Node())
+            else:
+                node = node.literal.setdefault(segment, _Node())
+        if node.rule is None or _specificity(rule.pattern) < _specificity(node.rule.pattern):
+            node.rule = rule
+
+    @staticmethod
+    def _closure(states: list[_Node]) -> list[_Node]:
+        """Add the states reachable without consuming a segment (a non-trailing `**` may match zero)."""
+        seen = {id(node): node for node in states}
+        stack = list(states)
+        while stack:
+            node = stack.pop()
+            zero = node.globstars.get(False)
+            if zero is not None and id(zero) not in seen:
+                seen[id(zero)] = zero
+                stack.append(zero)
+        return list(seen.values())
+
+    def _run(self, root: _Node, path: str) -> Rule | None:
+        states = self._closure([root])
+        for segment in path.split("/"):
+            following: list[_Node] = []
+            for node in states:
+                if node.loops:
+                    following.append(node)
+                exact = node.literal.get(segment)
+                if exact is not None:
+                    following.append(exact)
+                following.extend(child for pattern, child in node.wild.items() if segment_matches(pattern, segment))
+                trailing = node.globstars.get(True)
+                if trailing is not None:
+                    following.append(trailing)
+            if not following:
+                return None
+            states = self._closure(following)
+        found = [node.rule for node in states if node.rule is not None]
+        return min(found, key=lambda rule: _specificity(rule.pattern)) if found else None
 
     def match(self, path: str) -> Rule | None:
         """The deciding rule for an already-normalised path."""
-        exact = self._exact.get(path)
-        if exact is not None or self._regex is None:
-            return exact
-        found = self._regex.match(path)
-        if found is None or found.lastgroup is None:
-            return None
-        return self.rules[self._globs[int(found.lastgroup[1:])]]
+        return self._run(self._root, path)
+
+    def match_ignoring_case(self, path: str) -> Rule | None:
+        """The rule that would decide if letter case did not count, to spot paths that dodge a rule by case."""
+        return self._run(self._folded_root, path.casefold())
 
 
 @dataclass(frozen=True)
@@ -146,7 +235,7 @@ def decide(matcher: Matcher, principal: Principal, path: str, action: str) -> De
         return Decision(False, f"unknown action {action!r}", action, path)
     if principal.role == Role.NONE:
         return Decision(False, "no group with the configured prefix: no access", action, path)
-    if action in ADMIN_ACTIONS:
+    if action in SERVICE_ACTIONS:
         if principal.is_admin:
             return Decision(True, f"{action} is allowed to admins", action, path)
         return Decision(False, f"{action} is for admins only", action, path)
@@ -155,7 +244,12 @@ def decide(matcher: Matcher, principal: Principal, path: str, action: str) -> De
         return Decision(False, "path is ambiguous or malformed (//, '..', %-encoding, trailing /)", action, path)
     rule = matcher.match(normal)
     if principal.is_admin:
-        return Decision(True, "admins may read every path", action, normal, rule)
+        return Decision(True, f"admins may {action} every path", action, normal, rule)
+    if action == "publish":
+        return Decision(False, "publish is for admins only", action, normal, rule)
+    if matcher.match_ignoring_case(normal) != rule:
+        reason = "path differs only in letter case from a more specific rule: ambiguous, denied"
+        return Decision(False, reason, action, normal, rule)
     if rule is None:
         return Decision(False, "no rule matches this path: admins only", action, normal)
     shared = principal.groups & rule.groups

@@ -102,6 +102,6 @@ class RuleBook:
             if user is None:
                 raise NotFoundError(f"unknown user {username!r}", field="user")
             principal = self.roles.principal(username, user.groups if user.is_active else (), source="explain")
-        result = self.decide(principal, path, action).as_dict()
+        result = decide(self.matcher(), principal, path, action).as_dict()  # a preview, not counted in metrics
         result.update(user=principal.username, role=principal.role.value, groups=self.roles.managed(principal.groups))
         return result

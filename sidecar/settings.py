@@ -72,6 +72,15 @@ class Settings(BaseSettings):
             ipaddress.ip_network(item, strict=False)
         return value
 
+    @field_validator("api_key", "session_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None  # `SIDECAR_API_KEY=` (empty, as compose files often set it) means "generate one"
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (leave unset to generate one)")
+        return value
+
     @property
     def database_path(self) -> Path:
         return self.data_dir / "sidecar.db"

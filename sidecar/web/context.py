@@ -63,7 +63,7 @@ async def _resolve(request: Request) -> Principal:
     svc = services(request)
     api_key = request.headers.get("x-api-key")
     if api_key is not None:
-        if hmac.compare_digest(api_key.encode(), svc.secrets.api_key.encode()):
+        if api_key and hmac.compare_digest(api_key.encode(), svc.secrets.api_key.encode()):
             return Principal(username="api-key", role=Role.SERVICE, source="api_key")
         raise Unauthorized()
     if peer_trusted(request):
