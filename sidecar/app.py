@@ -17,6 +17,7 @@ from sidecar.runtime import build_services
 from sidecar.settings import Settings
 from sidecar.web import api, auth, pages, service
 from sidecar.web.errors import EXCEPTION_HANDLERS
+from sidecar.web.middleware import BodyLimit, Timing
 
 log = logging.getLogger("sidecar")
 STATIC_DIR = Path(__file__).resolve().parent / "overlay_static"
@@ -46,8 +47,7 @@ def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTr
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(service.Timing)],
+        middleware=[Middleware(BodyLimit, limit=MAX_BODY_BYTES), Middleware(Timing)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
-        max_body_size=MAX_BODY_BYTES,
     )

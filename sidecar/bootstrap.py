@@ -6,7 +6,9 @@ import asyncio
 import secrets
 from collections.abc import Callable
 
+from sidecar.directory import User
 from sidecar.keys import load_secrets
+from sidecar.passwords import check_strength
 from sidecar.runtime import build_services
 from sidecar.settings import Settings
 from sidecar.users import UserAdmin
@@ -57,18 +59,27 @@ async def _bootstrap(settings: Settings, out: Callable[[str], None]) -> bool:
         await services.aclose()
 
 
+async def make_first_admin(users: UserAdmin, settings: Settings, username: str, password: str, actor: str) -> User:
+    """Create (or revive) the first admin. The password is checked before anything changes."""
+    check_strength(password)
+    group = admin_group(settings)
+    await users.create_group(group, actor=actor)
+    if await users.directory.get_user(username) is None:
+        await users.add_user(username, [group], password, actor=actor)
+    else:
+        await users.directory.set_password(username, password)
+        await users.set_membership(username, group, True, actor=actor)
+        await users.directory.set_active(username, True)
+    user = await users.directory.get_user(username)
+    assert user is not None
+    return user
+
+
 async def _first_admin(settings: Settings, users: UserAdmin, out: Callable[[str], None]) -> None:
-    username = settings.initial_admin
     given = settings.bootstrap_password.get_secret_value() if settings.bootstrap_password else None
     password = given or secrets.token_urlsafe(15)
-    existing = await users.directory.get_user(username)
-    if existing is None:
-        await users.add_user(username, [admin_group(settings)], password, actor="bootstrap")
-    else:
-        await users.set_membership(username, admin_group(settings), True, actor="bootstrap")
-        await users.directory.set_active(username, True)
-        await users.directory.set_password(username, password)
-    out(f"created first admin {username}")
+    user = await make_first_admin(users, settings, settings.initial_admin, password, actor="bootstrap")
+    out(f"created first admin {user.username}")
     if given is None:
         out(f"admin password: {password}")
         out("(shown once; change it after logging in)")

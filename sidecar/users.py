@@ -37,8 +37,10 @@ class UserAdmin:
         return group
 
     async def list_users(self, search: str = "", page: int = 1, page_size: int = 50) -> UserPage:
-        if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise BadRequest(f"page must be >= 1 and page_size 1-{MAX_PAGE_SIZE}", field="page")
+        if page < 1:
+            raise BadRequest("page must be 1 or more", field="page")
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise BadRequest(f"page_size must be 1 to {MAX_PAGE_SIZE}", field="page_size")
         found = await self.directory.list_users(search, page, page_size)
         return replace(found, users=[self._visible(user) for user in found.users])
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import sqlite3
 
 from sidecar import passwords
-from sidecar.directory.base import Conflict, Directory, Group, NotFound, User, UserPage, validate_username
+from sidecar.directory.base import (
+    Conflict,
+    Directory,
+    DirectoryError,
+    Group,
+    NotFound,
+    User,
+    UserPage,
+    validate_username,
+)
 from sidecar.store import Store
 
 
@@ -90,4 +99,7 @@ class LocalDirectory(Directory):
         return self._user(row, self.store.user_groups(username))
 
     async def ping(self) -> None:
-        self.store.ping()
+        try:
+            self.store.ping()
+        except sqlite3.Error as error:
+            raise DirectoryError(f"the local directory's database failed: {type(error).__name__}") from error

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from sidecar.bootstrap import admin_group
+from sidecar.bootstrap import make_first_admin
 from sidecar.errors import BadRequest, Forbidden, NotFoundError, SidecarError, Unauthorized
 from sidecar.identity import GROUP_SEPARATOR, Role
 from sidecar.sessions import LocalSessions, Login
@@ -158,23 +158,17 @@ async def password(request: Request) -> Response:
         check_same_origin(request)
     fields = await _fields(request, "username", "password", "current_password")
     svc = services(request)
+    token = session_token(request)
+    signed_in = await sessions.resolve(token) if token else None
+    if signed_in is not None:
+        await sessions.change_password(signed_in.username, fields["current_password"], fields["password"], token)
+        return JSONResponse({"status": "password changed"})
     async with _first_admin_lock:
-        if sessions.first_admin_open(svc.settings.admin_groups):
-            username = fields["username"] or svc.settings.initial_admin
-            if await svc.directory.get_user(username) is None:
-                await svc.users.add_user(username, [admin_group(svc.settings)], fields["password"], actor="first-admin")
-            else:
-                await svc.users.set_membership(username, admin_group(svc.settings), True, actor="first-admin")
-                await svc.directory.set_active(username, True)
-                await svc.directory.set_password(username, fields["password"])
-            user = await svc.directory.get_user(username)
-            assert user is not None
-            return _login_json(request, sessions.issue(user))
-    who = await principal(request)
-    if who.source != "session":
-        raise Unauthorized()
-    await sessions.change_password(who.username, fields["current_password"], fields["password"], session_token(request))
-    return JSONResponse({"status": "password changed"})
+        if not sessions.first_admin_open(svc.settings.admin_groups):
+            raise Unauthorized()
+        username = fields["username"] or svc.settings.initial_admin
+        user = await make_first_admin(svc.users, svc.settings, username, fields["password"], actor="first-admin")
+        return _login_json(request, sessions.issue(user))
 
 
 async def verify(request: Request) -> Response:
@@ -192,7 +186,7 @@ async def verify(request: Request) -> Response:
     user = await sessions.resolve(token) if token else None
     if user is None:
         if "text/html" in request.headers.get("accept", ""):
-            return RedirectResponse(f"/auth/login?next={quote(safe_next(uri), safe='/?=&')}", status_code=302)
+            return RedirectResponse(f"/auth/login?next={quote(safe_next(uri), safe='/')}", status_code=302)
         return JSONResponse({"error": "Unauthorized"}, status_code=401)
     role = svc.roles.role_for(user.groups)
     if role != Role.ADMIN and not path.startswith(SIDECAR_PATHS):

@@ -140,6 +140,6 @@ def int_param(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 6:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
         raise BadRequest(f"{name} must be a positive whole number", field=name)
     return int(raw)

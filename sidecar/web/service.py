@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar import __version__
 from sidecar.directory import DirectoryError
@@ -67,23 +64,6 @@ async def metrics(request: Request) -> Response:
     if not who.is_admin:
         raise Forbidden("metrics are for admins and the API key")
     return Response(services(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-
-class Timing:
-    """ASGI middleware feeding the latency histogram."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            scope["app"].state.services.metrics.observe(scope["path"], scope["method"], time.perf_counter() - started)
 
 
 routes = [
