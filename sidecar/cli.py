@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
 
 from pydantic import ValidationError
 
 from sidecar import __version__
 from sidecar.directory import DirectoryError
 from sidecar.errors import SidecarError
-from sidecar.runtime import Services, build_services
+from sidecar.runtime import Services, run_with_services
 from sidecar.settings import Settings
 
-T = TypeVar("T")
 CLI_ACTOR = "cli"
-
-
-def _with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
-    async def run() -> T:
-        services = build_services(settings)
-        try:
-            return await work(services)
-        finally:
-            await services.aclose()
-
-    return asyncio.run(run())
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -75,7 +61,7 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     groups = [g for g in args.groups.split(",") if g] if args.groups is not None else None
-    result = _with_services(
+    result = run_with_services(
         settings, lambda s: s.rules.explain(args.path, args.action, username=args.user, groups=groups)
     )
     if args.json:
@@ -91,13 +77,13 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_rules(settings: Settings, args: argparse.Namespace) -> int:
     if args.rules_command == "list":
-        for pattern, groups in _with_services(settings, _rules_list).items():
+        for pattern, groups in run_with_services(settings, _rules_list).items():
             print(f"{pattern}\t{','.join(groups)}")
     elif args.rules_command == "set":
-        pattern, groups = _with_services(settings, lambda s: s.rules.set(args.pattern, args.groups, CLI_ACTOR))
+        pattern, groups = run_with_services(settings, lambda s: s.rules.set(args.pattern, args.groups, CLI_ACTOR))
         print(f"set {pattern} -> {', '.join(groups)}")
     else:
-        _with_services(settings, _rules_delete(args.pattern))
+        run_with_services(settings, _rules_delete(args.pattern))
         print(f"deleted {args.pattern}")
     return 0
 
@@ -115,7 +101,7 @@ def _rules_delete(pattern: str) -> Callable[[Services], Awaitable[None]]:
 
 def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
     if args.users_command == "list":
-        page = _with_services(settings, lambda s: s.users.list_users(args.search, 1, 100))
+        page = run_with_services(settings, lambda s: s.users.list_users(args.search, 1, 100))
         for user in page.users:
             state = "active" if user.is_active else "inactive"
             print(f"{user.username}\t{state}\t{','.join(user.groups)}")
@@ -128,7 +114,7 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 2
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
-    user = _with_services(settings, lambda s: s.users.add_user(args.username, args.group, password, CLI_ACTOR))
+    user = run_with_services(settings, lambda s: s.users.add_user(args.username, args.group, password, CLI_ACTOR))
     print(f"added {user.username} to {', '.join(user.groups) or 'no group'}")
     return 0
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import httpx
 
@@ -16,6 +19,8 @@ from sidecar.sessions import LocalSessions
 from sidecar.settings import Settings
 from sidecar.store import Store
 from sidecar.users import UserAdmin
+
+T = TypeVar("T")
 
 
 class AuthentikNotConnected(Directory):
@@ -111,3 +116,16 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
         metrics=metrics,
         http=httpx.AsyncClient(timeout=settings.upstream_timeout, transport=transport),
     )
+
+
+def run_with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
+    """Run one piece of async work against freshly built services, outside any event loop (CLI, scripts)."""
+
+    async def run() -> T:
+        services = build_services(settings)
+        try:
+            return await work(services)
+        finally:
+            await services.aclose()
+
+    return asyncio.run(run())

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from sidecar.app import create_app
 from sidecar.bootstrap import bootstrap
 from sidecar.settings import Settings
-from tests.helpers import ADMIN_PASSWORD, API_KEY, TRUSTED_PEER
+from tests.helpers import ADMIN_PASSWORD, API_KEY, TRUSTED_PEER, cheapen_bcrypt
 
 
 @pytest.fixture
@@ -30,9 +30,16 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 
 @pytest.fixture
+def cheap_bcrypt(monkeypatch: pytest.MonkeyPatch) -> None:
+    cheapen_bcrypt(monkeypatch)
+
+
+@pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
     found = make_settings()
-    bootstrap(found, out=lambda line: None)
+    with pytest.MonkeyPatch.context() as patch:
+        cheapen_bcrypt(patch)
+        bootstrap(found, out=lambda line: None)
     return found
 
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import bcrypt
+import pytest
 from starlette.testclient import TestClient
 
+from sidecar import passwords
+from sidecar.bootstrap import bootstrap
 from sidecar.identity import Principal, RolePolicy
+from sidecar.settings import Settings
 
 ADMIN_PASSWORD = "admin-password-1"
 API_KEY = "test-api-key-0123456789"
@@ -22,3 +29,21 @@ def login(client: TestClient, username: str = "admin", password: str = ADMIN_PAS
     assert response.status_code == 200, response.text
     csrf = client.get("/api/v1/me").json()["csrf_token"]
     return {"origin": "http://testserver", "x-csrf-token": csrf}
+
+
+def cheapen_bcrypt(patch: pytest.MonkeyPatch) -> None:
+    """Cheap bcrypt work factor for hashes made in tests (the checks themselves stay real bcrypt)."""
+    real_gensalt = bcrypt.gensalt
+    patch.setattr(bcrypt, "gensalt", lambda rounds=4, prefix=b"2b": real_gensalt(4, prefix))
+    patch.setattr(passwords, "_DUMMY_HASH", bcrypt.hashpw(b"placeholder", real_gensalt(4)).decode())
+
+
+def bootstrapped_settings(data_dir: Path, **overrides: object) -> Settings:
+    """Settings for a bootstrapped local-mode data dir with the test credentials."""
+    values: dict[str, object] = {"data_dir": data_dir, "api_key": API_KEY, "bootstrap_password": ADMIN_PASSWORD}
+    values.update(overrides)
+    found = Settings(_env_file=None, **values)  # type: ignore[arg-type]
+    with pytest.MonkeyPatch.context() as patch:
+        cheapen_bcrypt(patch)
+        bootstrap(found, out=lambda line: None)
+    return found

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import bcrypt
 import pytest
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from sidecar import passwords
 from sidecar.app import create_app
-from sidecar.bootstrap import bootstrap
-from sidecar.runtime import Services, build_services
+from sidecar.runtime import Services, run_with_services
 from sidecar.settings import Settings
-from tests.helpers import ADMIN_PASSWORD, API_KEY, TRUSTED_PEER, login
+from tests.helpers import API_KEY, TRUSTED_PEER, bootstrapped_settings, login
+
+pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
 
 T = TypeVar("T")
 ClientFactory = Callable[..., TestClient]
@@ -27,31 +25,12 @@ RULE = {"pattern": "live/**", "groups": ["vid_public"]}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
 
-@pytest.fixture(autouse=True)
-def fast_bcrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cheap bcrypt work factor for hashes made in these tests (the checks stay real bcrypt)."""
-    real_gensalt = bcrypt.gensalt
-    monkeypatch.setattr(bcrypt, "gensalt", lambda rounds=4, prefix=b"2b": real_gensalt(4, prefix))
-    monkeypatch.setattr(passwords, "_DUMMY_HASH", bcrypt.hashpw(b"placeholder", real_gensalt(4)).decode())
-
-
-def with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
-    async def run() -> T:
-        services = build_services(settings)
-        try:
-            return await work(services)
-        finally:
-            await services.aclose()
-
-    return asyncio.run(run())
-
-
 @pytest.fixture
 def bob(settings: Settings) -> str:
     async def work(services: Services) -> None:
         await services.users.add_user("bob", ["vid_public"], BOB_PASSWORD, actor="test")
 
-    with_services(settings, work)
+    run_with_services(settings, work)
     return "bob"
 
 
@@ -65,16 +44,7 @@ def lenient(settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """One app for the many input-validation cases (each case must leave no rule or group behind)."""
-    with pytest.MonkeyPatch.context() as patch:
-        real_gensalt = bcrypt.gensalt
-        patch.setattr(bcrypt, "gensalt", lambda rounds=4, prefix=b"2b": real_gensalt(4, prefix))
-        found = Settings(  # type: ignore[call-arg]
-            _env_file=None,
-            data_dir=tmp_path_factory.mktemp("api") / "data",
-            api_key=API_KEY,
-            bootstrap_password=ADMIN_PASSWORD,
-        )
-        bootstrap(found, out=lambda line: None)
+    found = bootstrapped_settings(tmp_path_factory.mktemp("api") / "data")
     with TestClient(create_app(found), client=TRUSTED_PEER, raise_server_exceptions=False) as client:
         yield client
 
@@ -97,7 +67,7 @@ def test_me_shape_shows_only_prefixed_groups(client: TestClient, settings: Setti
         await services.directory.create_group("tak_admin")
         await services.directory.add_to_group("admin", "tak_admin")
 
-    with_services(settings, give_tak_admin)
+    run_with_services(settings, give_tak_admin)
     login(client)
     me = client.get("/api/v1/me")
     assert me.status_code == 200
@@ -461,7 +431,7 @@ def test_groups_list_hides_foreign_groups_and_counts_members(client: TestClient,
         await services.directory.create_group("tak_users")
         await services.directory.add_to_group("bob", "tak_users")
 
-    with_services(settings, add_tak)
+    run_with_services(settings, add_tak)
     groups = {
         group["name"]: group["member_count"] for group in client.get("/api/v1/groups", headers=KEY).json()["groups"]
     }

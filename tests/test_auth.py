@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -13,12 +12,13 @@ import bcrypt
 import pytest
 from starlette.testclient import TestClient
 
-from sidecar import passwords
 from sidecar.app import create_app
-from sidecar.runtime import Services, build_services
+from sidecar.runtime import Services, run_with_services
 from sidecar.settings import Settings
 from sidecar.store import Store
 from tests.helpers import ADMIN_PASSWORD, API_KEY, TRUSTED_PEER, login
+
+pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
 
 T = TypeVar("T")
 ClientFactory = Callable[..., TestClient]
@@ -28,37 +28,18 @@ SAME_ORIGIN = {"origin": "http://testserver"}
 IDENTITY_HEADERS = ("x-authentik-username", "x-authentik-groups", "x-authentik-email", "x-authentik-name")
 
 
-@pytest.fixture(autouse=True)
-def fast_bcrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cheap bcrypt work factor for hashes made in these tests (the checks stay real bcrypt)."""
-    real_gensalt = bcrypt.gensalt
-    monkeypatch.setattr(bcrypt, "gensalt", lambda rounds=4, prefix=b"2b": real_gensalt(4, prefix))
-    monkeypatch.setattr(passwords, "_DUMMY_HASH", bcrypt.hashpw(b"placeholder", real_gensalt(4)).decode())
-
-
-def with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
-    async def run() -> T:
-        services = build_services(settings)
-        try:
-            return await work(services)
-        finally:
-            await services.aclose()
-
-    return asyncio.run(run())
-
-
 def add_viewer(settings: Settings, username: str = "bob", password: str = BOB_PASSWORD) -> None:
     async def work(services: Services) -> None:
         await services.users.add_user(username, ["vid_public"], password, actor="test")
 
-    with_services(settings, work)
+    run_with_services(settings, work)
 
 
 def set_active(settings: Settings, username: str, active: bool) -> None:
     async def work(services: Services) -> None:
         await services.directory.set_active(username, active)
 
-    with_services(settings, work)
+    run_with_services(settings, work)
 
 
 def json_login(client: TestClient, username: str = "admin", password: str = ADMIN_PASSWORD, **kw: Any) -> Any:
@@ -298,7 +279,7 @@ def create_groups(settings: Settings, *names: str) -> None:
         for name in names:
             await services.users.create_group(name, actor="test")
 
-    with_services(settings, work)
+    run_with_services(settings, work)
 
 
 def test_first_admin_step_creates_the_admin_and_signs_in(fresh: Settings) -> None:

@@ -13,21 +13,14 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from sidecar import passwords
 from sidecar.cli import main
 from sidecar.store import Store
+
+pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
 
 BOB_PASSWORD = "bob-password-1"
 SECRET_FILES = ("api_key", "session_secret")
 Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture(autouse=True)
-def fast_bcrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cheap bcrypt work factor for hashes made in these tests (the checks stay real bcrypt)."""
-    real_gensalt = bcrypt.gensalt
-    monkeypatch.setattr(bcrypt, "gensalt", lambda rounds=4, prefix=b"2b": real_gensalt(4, prefix))
-    monkeypatch.setattr(passwords, "_DUMMY_HASH", bcrypt.hashpw(b"placeholder", real_gensalt(4)).decode())
 
 
 @pytest.fixture

@@ -147,12 +147,6 @@ async def test_async_hash_refuses_short_password_before_hashing(monkeypatch: pyt
     assert caught.value.field == "password"
 
 
-@pytest.fixture
-def cheap_bcrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_gensalt = bcrypt.gensalt
-    monkeypatch.setattr(bcrypt, "gensalt", lambda rounds=4, prefix=b"2b": real_gensalt(4, prefix))
-
-
 @pytest.mark.usefixtures("cheap_bcrypt")
 async def test_hash_and_verify_round_trip() -> None:
     hashed = await passwords.hash_password("correct horse battery")

@@ -5,17 +5,17 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator
 
-import bcrypt
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 import sidecar
-from sidecar import passwords
 from sidecar.app import create_app
 from sidecar.settings import Settings
 from tests.helpers import API_KEY, TRUSTED_PEER, UNTRUSTED_PEER, principal
+
+pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
 
 ClientFactory = Callable[..., TestClient]
 SettingsFactory = Callable[..., Settings]
@@ -24,14 +24,6 @@ VIEWER = {"x-authentik-username": "vic", "x-authentik-groups": "vid_public"}
 MEDIAMTX = "http://mediamtx.test:9997"
 AUTHENTIK = "https://sso.test"
 UPSTREAM_SECRET = "upstream-body-must-not-leak"
-
-
-@pytest.fixture(autouse=True)
-def fast_bcrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cheap bcrypt work factor for hashes made in these tests (the checks stay real bcrypt)."""
-    real_gensalt = bcrypt.gensalt
-    monkeypatch.setattr(bcrypt, "gensalt", lambda rounds=4, prefix=b"2b": real_gensalt(4, prefix))
-    monkeypatch.setattr(passwords, "_DUMMY_HASH", bcrypt.hashpw(b"placeholder", real_gensalt(4)).decode())
 
 
 class Upstreams:

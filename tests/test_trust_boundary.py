@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
-import bcrypt
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -16,39 +15,21 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from sidecar import passwords
 from sidecar.app import create_app
-from sidecar.bootstrap import bootstrap
 from sidecar.settings import Settings
-from tests.helpers import ADMIN_PASSWORD, API_KEY, TRUSTED_PEER, UNTRUSTED_PEER, login
+from tests.helpers import ADMIN_PASSWORD, API_KEY, TRUSTED_PEER, UNTRUSTED_PEER, bootstrapped_settings, login
+
+pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
 
 ClientFactory = Callable[..., TestClient]
 ADMIN_IDENTITY = {"X-Authentik-Username": "mallory", "X-Authentik-Groups": "vid_admin"}
 EVIL = "evil.example"
 
 
-@pytest.fixture(autouse=True)
-def fast_bcrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cheap bcrypt work factor for hashes made in these tests (the checks stay real bcrypt)."""
-    real_gensalt = bcrypt.gensalt
-    monkeypatch.setattr(bcrypt, "gensalt", lambda rounds=4, prefix=b"2b": real_gensalt(4, prefix))
-    monkeypatch.setattr(passwords, "_DUMMY_HASH", bcrypt.hashpw(b"placeholder", real_gensalt(4)).decode())
-
-
 @pytest.fixture(scope="module")
 def shared_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """One bootstrapped data dir for the read-only tests of this module (building an app per case is slow)."""
-    with pytest.MonkeyPatch.context() as patch:
-        real_gensalt = bcrypt.gensalt
-        patch.setattr(bcrypt, "gensalt", lambda rounds=4, prefix=b"2b": real_gensalt(4, prefix))
-        found = Settings(  # type: ignore[call-arg]
-            _env_file=None,
-            data_dir=tmp_path_factory.mktemp("trust") / "data",
-            api_key=API_KEY,
-            bootstrap_password=ADMIN_PASSWORD,
-        )
-        bootstrap(found, out=lambda line: None)
-    return found
+    return bootstrapped_settings(tmp_path_factory.mktemp("trust") / "data")
 
 
 @pytest.fixture(scope="module")

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sidecar.errors import BadRequest
 from sidecar.identity import split_groups
-from sidecar.web.context import csrf_token, int_param, require, services
+from sidecar.web.context import csrf_token, int_param, json_object, require, services
 from sidecar.web.openapi import openapi_document
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError as error:
-        raise BadRequest("body must be a JSON object") from error
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
-    return body
 
 
 async def me(request: Request) -> Response:
@@ -46,7 +34,7 @@ async def rules_list(request: Request) -> Response:
 
 async def rules_put(request: Request) -> Response:
     who = await require(request, admin=True)
-    body = await _json_object(request)
+    body = await json_object(request)
     pattern, groups = await services(request).rules.set(body.get("pattern"), body.get("groups"), who.username)
     return JSONResponse({"pattern": pattern, "groups": groups})
 
@@ -94,7 +82,7 @@ async def groups_list(request: Request) -> Response:
 
 async def groups_create(request: Request) -> Response:
     who = await require(request, admin=True)
-    name = (await _json_object(request)).get("name")
+    name = (await json_object(request)).get("name")
     if not isinstance(name, str):
         raise BadRequest("name must be a string", field="name")
     created = await services(request).users.create_group(name, who.username)

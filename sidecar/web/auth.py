@@ -19,6 +19,7 @@ from sidecar.web.context import (
     check_same_origin,
     client_ip,
     forwarded_value,
+    json_object,
     own_origin,
     principal,
     services,
@@ -52,16 +53,7 @@ def _is_form(request: Request) -> bool:
 
 
 async def _fields(request: Request, *names: str) -> dict[str, str]:
-    data: Any
-    if _is_form(request):
-        data = dict(await request.form())
-    else:
-        try:
-            data = await request.json()
-        except ValueError as error:
-            raise BadRequest("body must be JSON or a form") from error
-    if not isinstance(data, dict):
-        raise BadRequest("body must be a JSON object")
+    data: dict[str, Any] = dict(await request.form()) if _is_form(request) else await json_object(request)
     values = {}
     for name in names:
         value = data.get(name, "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -143,3 +144,13 @@ def int_param(request: Request, name: str, default: int) -> int:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
         raise BadRequest(f"{name} must be a positive whole number", field=name)
     return int(raw)
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as error:
+        raise BadRequest("body must be a JSON object") from error
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    return body
