@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from sidecar.runtime import build_services
 from sidecar.settings import Settings
-from sidecar.web import api, auth, pages, service
+from sidecar.web import api, auth, mediamtx, pages, publishers, service, streams
 from sidecar.web.errors import EXCEPTION_HANDLERS
 from sidecar.web.middleware import BodyLimit, Timing
 
@@ -42,6 +42,9 @@ def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTr
         *service.routes,
         *auth.routes,
         *api.routes,
+        *streams.routes,
+        *publishers.routes,
+        *mediamtx.routes,
         *pages.routes,
         Mount("/overlay", StaticFiles(directory=STATIC_DIR), name="overlay"),
     ]

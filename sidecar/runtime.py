@@ -13,11 +13,15 @@ from sidecar.directory import Directory, DirectoryError, Group, User, UserPage
 from sidecar.directory.local import LocalDirectory
 from sidecar.identity import RolePolicy, TrustedProxies
 from sidecar.keys import Secrets, load_secrets
+from sidecar.live import LiveStreams
+from sidecar.media_auth import MediaAuth
 from sidecar.metrics import Metrics
+from sidecar.publishers import Publishers
 from sidecar.rules import RuleBook
 from sidecar.sessions import LocalSessions
 from sidecar.settings import Settings
 from sidecar.store import Store
+from sidecar.tokens import TokenIssuer
 from sidecar.users import UserAdmin
 
 T = TypeVar("T")
@@ -84,6 +88,11 @@ class Services:
     sessions: LocalSessions | None
     metrics: Metrics
     http: httpx.AsyncClient
+    mediamtx_peers: TrustedProxies
+    tokens: TokenIssuer
+    publishers: Publishers
+    media_auth: MediaAuth
+    live: LiveStreams
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -103,6 +112,10 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
     else:
         directory = AuthentikNotConnected()
     metrics = Metrics()
+    rules = RuleBook(store, directory, roles, on_decision=metrics.record_decision)
+    tokens = TokenIssuer(store, settings)
+    tokens.ensure_key()
+    publishers = Publishers(store)
     return Services(
         settings=settings,
         secrets=secrets,
@@ -110,11 +123,16 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
         roles=roles,
         proxies=TrustedProxies.parse(settings.trusted_proxies),
         directory=directory,
-        rules=RuleBook(store, directory, roles, on_decision=metrics.record_decision),
+        rules=rules,
         users=UserAdmin(store, directory, roles),
         sessions=sessions,
         metrics=metrics,
         http=httpx.AsyncClient(timeout=settings.upstream_timeout, transport=transport),
+        mediamtx_peers=TrustedProxies.parse(settings.mediamtx_allowed_ips),
+        tokens=tokens,
+        publishers=publishers,
+        media_auth=MediaAuth(rules, roles, tokens, publishers, store, secrets.api_key),
+        live=LiveStreams(store),
     )
 
 

@@ -60,12 +60,22 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Extra origins (scheme://host[:port]) accepted on state-changing requests besides the own host.",
     )
+    mediamtx_allowed_ips: CommaList = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="CIDRs allowed to call `/mediamtx/auth` and `/mediamtx/hooks/*` (where MediaMTX runs).",
+    )
+    jwt_issuer: str = Field("mediamtx-access-sidecar", description="`iss` of playback tokens (`authJWTIssuer`).")
+    jwt_audience: str = Field("mediamtx", description="`aud` of playback tokens (`authJWTAudience`).")
+    jwt_claim_key: str = Field("mediamtx_permissions", description="Claim holding the permissions (`authJWTClaimKey`).")
+    token_ttl_seconds: int = Field(600, ge=30, le=86400, description="Lifetime of a playback token.")
     upstream_timeout: float = Field(5.0, gt=0, description="Seconds before a call to Authentik or MediaMTX gives up.")
     log_level: str = Field("INFO", description="Log level of the JSON logs.")
 
-    _split = field_validator("trusted_proxies", "admin_groups", "allowed_origins", mode="before")(_split_commas)
+    _split = field_validator(
+        "trusted_proxies", "admin_groups", "allowed_origins", "mediamtx_allowed_ips", mode="before"
+    )(_split_commas)
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "mediamtx_allowed_ips")
     @classmethod
     def _valid_networks(cls, value: list[str]) -> list[str]:
         for item in value:

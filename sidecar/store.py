@@ -56,6 +56,36 @@ SCHEMA = [
         value TEXT NOT NULL
     );
     """,
+    """
+    CREATE TABLE signing_keys (
+        kid TEXT PRIMARY KEY,
+        private_jwk TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        sign_from REAL NOT NULL,
+        retire_at REAL
+    );
+    CREATE TABLE publishers (
+        name TEXT PRIMARY KEY,
+        pattern TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE revocations (
+        username TEXT PRIMARY KEY,
+        before REAL NOT NULL
+    );
+    CREATE TABLE media_sessions (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        groups TEXT NOT NULL,
+        path TEXT NOT NULL,
+        action TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        allowed_at REAL NOT NULL
+    );
+    CREATE INDEX media_sessions_user ON media_sessions(username);
+    """,
 ]
 
 
@@ -271,3 +301,77 @@ class Store:
             "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (key, value),
         )
+
+    # -- signing keys -----------------------------------------------------------------------------------------
+    def signing_keys(self) -> list[sqlite3.Row]:
+        return self._read("SELECT * FROM signing_keys ORDER BY sign_from, created_at")
+
+    def insert_signing_key(
+        self, db: sqlite3.Connection, kid: str, private_jwk: str, sign_from: float, created_at: float
+    ) -> None:
+        db.execute(
+            "INSERT INTO signing_keys(kid, private_jwk, created_at, sign_from, retire_at) VALUES (?, ?, ?, ?, NULL)",
+            (kid, private_jwk, created_at, sign_from),
+        )
+
+    def retire_signing_keys(self, db: sqlite3.Connection, except_kid: str, retire_at: float) -> None:
+        db.execute(
+            "UPDATE signing_keys SET retire_at = ? WHERE kid != ? AND (retire_at IS NULL OR retire_at > ?)",
+            (retire_at, except_kid, retire_at),
+        )
+
+    def delete_retired_keys(self, db: sqlite3.Connection, now: float) -> int:
+        return db.execute("DELETE FROM signing_keys WHERE retire_at IS NOT NULL AND retire_at <= ?", (now,)).rowcount
+
+    # -- publisher credentials --------------------------------------------------------------------------------
+    def publishers(self) -> list[sqlite3.Row]:
+        return self._read("SELECT name, pattern, created_by, created_at FROM publishers ORDER BY name")
+
+    def publisher(self, name: str) -> sqlite3.Row | None:
+        rows = self._read("SELECT * FROM publishers WHERE name = ?", (name,))
+        return rows[0] if rows else None
+
+    def insert_publisher(
+        self, db: sqlite3.Connection, name: str, pattern: str, secret_hash: str, created_by: str
+    ) -> bool:
+        cursor = db.execute(
+            "INSERT OR IGNORE INTO publishers(name, pattern, secret_hash, created_by, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (name, pattern, secret_hash, created_by, time.time()),
+        )
+        return cursor.rowcount > 0
+
+    def delete_publisher(self, db: sqlite3.Connection, name: str) -> bool:
+        return db.execute("DELETE FROM publishers WHERE name = ?", (name,)).rowcount > 0
+
+    # -- revocation -------------------------------------------------------------------------------------------
+    def revoked_before(self, username: str) -> float:
+        rows = self._read("SELECT before FROM revocations WHERE username = ?", (username,))
+        return float(rows[0][0]) if rows else 0.0
+
+    def revoke_tokens(self, db: sqlite3.Connection, username: str, before: float) -> None:
+        db.execute(
+            "INSERT INTO revocations(username, before) VALUES (?, ?) "
+            "ON CONFLICT(username) DO UPDATE SET before = max(before, excluded.before)",
+            (username, before),
+        )
+
+    # -- media sessions the sidecar allowed (for revocation) ---------------------------------------------------
+    def remember_session(
+        self, session_id: str, username: str, groups: list[str], path: str, action: str, protocol: str
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO media_sessions(id, username, groups, path, action, protocol, allowed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET username=excluded.username, "
+                "groups=excluded.groups, path=excluded.path, action=excluded.action, protocol=excluded.protocol",
+                (session_id, username, json.dumps(sorted(groups)), path, action, protocol, time.time()),
+            )
+
+    def media_sessions(self, username: str | None = None) -> list[sqlite3.Row]:
+        if username is None:
+            return self._read("SELECT * FROM media_sessions ORDER BY allowed_at")
+        return self._read("SELECT * FROM media_sessions WHERE username = ? ORDER BY allowed_at", (username,))
+
+    def forget_session(self, db: sqlite3.Connection, session_id: str) -> bool:
+        return db.execute("DELETE FROM media_sessions WHERE id = ?", (session_id,)).rowcount > 0

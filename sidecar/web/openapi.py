@@ -14,6 +14,7 @@ def _op(
     *,
     body: dict[str, Any] | None = None,
     params: tuple[str, ...] = (),
+    path_params: tuple[str, ...] = (),
     auth: str = "admin",
     ok: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -22,7 +23,8 @@ def _op(
         "description": f"Requires: {auth}. State changes from browsers need X-CSRF-Token and a same-origin Origin.",
         "parameters": [
             {"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in params
-        ],
+        ]
+        + [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in path_params],
         "responses": {
             "200": {"description": "OK", "content": {"application/json": {"schema": ok or {"type": "object"}}}},
             "400": {"description": "Bad input; `field` names it", "content": {"application/json": {"schema": ERROR}}},
@@ -82,6 +84,29 @@ def openapi_document() -> dict[str, Any]:
                     body={"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
                 ),
             },
+            "/api/v1/streams/token": {
+                "post": _op(
+                    "A playback token (ES256 JWT in MediaMTX's permission format) for one stream you may watch",
+                    body={"type": "object", "required": ["path"], "properties": {"path": {"type": "string"}}},
+                    ok={
+                        "type": "object",
+                        "properties": {"token": {"type": "string"}, "expires_at": {"type": "integer"}},
+                    },
+                    auth="any user with a group",
+                )
+            },
+            "/api/v1/publishers": {
+                "get": _op("Publisher credentials (names and patterns; never secrets)"),
+                "post": _op(
+                    "Create a publisher credential; the response holds its secret, shown this once",
+                    body={
+                        "type": "object",
+                        "required": ["name", "pattern"],
+                        "properties": {"name": {"type": "string"}, "pattern": {"type": "string"}},
+                    },
+                ),
+            },
+            "/api/v1/publishers/{name}": {"delete": _op("Revoke a publisher credential", path_params=("name",))},
             "/api/v1/openapi.json": {"get": _op("This document", auth="nothing")},
         },
     }

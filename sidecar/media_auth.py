@@ -1,0 +1,164 @@
+"""MediaMTX's HTTP auth callback as a service: credentials in MediaMTX's order, then the policy engine."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from sidecar.errors import BadRequest
+from sidecar.identity import Principal, Role, RolePolicy
+from sidecar.policy import VIEW_ACTIONS, glob_to_regex, is_glob, normalise_path
+from sidecar.publishers import Publishers
+from sidecar.rules import RuleBook
+from sidecar.store import Store
+from sidecar.tokens import Claims, TokenInvalid, TokenIssuer
+
+FIELDS = ("ip", "user", "password", "token", "action", "path", "protocol", "query", "userAgent")
+MAX_FIELD = 4096
+SESSION_ACTIONS = VIEW_ACTIONS | {"publish"}
+
+
+@dataclass(frozen=True)
+class AuthRequest:
+    """MediaMTX's callback body (every field is always sent; `id` may be null)."""
+
+    ip: str
+    user: str
+    password: str
+    token: str
+    action: str
+    path: str
+    protocol: str
+    query: str
+    id: str | None
+
+    @classmethod
+    def parse(cls, data: Any) -> AuthRequest:
+        if not isinstance(data, dict):
+            raise BadRequest("body must be a JSON object")
+        values: dict[str, str] = {}
+        for name in FIELDS:
+            value = data.get(name, "")
+            if value is None:
+                value = ""
+            if not isinstance(value, str) or len(value) > MAX_FIELD:
+                raise BadRequest(f"{name} must be a string of at most {MAX_FIELD} characters", field=name)
+            values[name] = value
+        session_id = data.get("id")
+        if session_id is not None and (not isinstance(session_id, str) or len(session_id) > 128):
+            raise BadRequest("id must be a string or null", field="id")
+        return cls(
+            ip=values["ip"],
+            user=values["user"],
+            password=values["password"],
+            token=values["token"],
+            action=values["action"],
+            path=values["path"],
+            protocol=values["protocol"],
+            query=values["query"],
+            id=session_id or None,
+        )
+
+    def query_token(self) -> str:
+        params = parse_qs(self.query, keep_blank_values=False)
+        for name in ("token", "jwt"):
+            if params.get(name):
+                return params[name][0]
+        return ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    reason: str
+    username: str = ""
+    groups: tuple[str, ...] = ()
+
+
+def looks_like_jwt(value: str) -> bool:
+    return value.count(".") == 2 and len(value) > 20
+
+
+def permission_covers(permissions: tuple[dict[str, str], ...], action: str, path: str) -> bool:
+    """MediaMTX's own rule: `""` is any path, `~re` is an (unanchored) RE2 match, anything else is equality."""
+    for permission in permissions:
+        if permission.get("action") != action:
+            continue
+        wanted = permission.get("path", "")
+        if wanted == "" or wanted == path:
+            return True
+        if wanted.startswith("~") and re.search(wanted[1:], path):
+            return True
+    return False
+
+
+def playback_permissions(principal: Principal, path: str) -> list[dict[str, str]]:
+    """What a token for `path` grants: the exact path for viewers (never `""`, never a glob that a more specific
+    rule might narrow), an anchored `~^…$` regex when an admin asks for a glob."""
+    if is_glob(path):
+        regex = "~" + glob_to_regex(path)
+        return [{"action": action, "path": regex} for action in sorted(VIEW_ACTIONS)]
+    normal = normalise_path(path)
+    assert normal is not None
+    return [{"action": action, "path": normal} for action in sorted(VIEW_ACTIONS)]
+
+
+class MediaAuth:
+    def __init__(
+        self,
+        rules: RuleBook,
+        roles: RolePolicy,
+        tokens: TokenIssuer,
+        publishers: Publishers,
+        store: Store,
+        api_key: str,
+    ) -> None:
+        self.rules = rules
+        self.roles = roles
+        self.tokens = tokens
+        self.publishers = publishers
+        self.store = store
+        self.api_key = api_key
+
+    def check(self, request: AuthRequest) -> Verdict:
+        token = request.token if looks_like_jwt(request.token) else request.query_token()
+        if looks_like_jwt(token):
+            try:
+                claims = self.tokens.verify(token)
+            except TokenInvalid as error:
+                return Verdict(False, f"token rejected: {error}")
+            return self._by_token(claims, request)
+        password = request.password or request.token  # MediaMTX moves a password into `token` when no bearer
+        if request.user and password:
+            publisher = self.publishers.may_publish(request.user, password, request.path)
+            if publisher is not None and request.action == "publish":
+                return Verdict(True, f"publisher {publisher.name} may publish to {publisher.pattern}", publisher.name)
+        if password and hmac.compare_digest(password.encode(), self.api_key.encode()):
+            service = Principal(username="api-key", role=Role.SERVICE, source="api_key")
+            decision = self.rules.decide(service, request.path, request.action)
+            return Verdict(decision.allowed, decision.reason, service.username)
+        if not (request.user or password or token):
+            return Verdict(False, "no credentials")
+        return Verdict(False, "credentials not accepted")
+
+    def _by_token(self, claims: Claims, request: AuthRequest) -> Verdict:
+        normal = normalise_path(request.path) if request.path else request.path
+        if normal is None or not permission_covers(claims.permissions, request.action, normal):
+            return Verdict(False, "token does not grant this action on this path", claims.subject)
+        if claims.service:
+            principal = Principal(username=claims.subject, role=Role.SERVICE, source="token")
+        else:
+            principal = self.roles.principal(claims.subject, claims.groups, source="token")
+        # The token proves who and what was granted; the current rules decide whether it still holds.
+        decision = self.rules.decide(principal, request.path, request.action)
+        return Verdict(decision.allowed, decision.reason, claims.subject, tuple(claims.groups))
+
+    def remember(self, request: AuthRequest, verdict: Verdict) -> None:
+        """Note which MediaMTX session the sidecar let in for whom, so revocation can kick exactly those."""
+        if verdict.allowed and request.id and request.action in SESSION_ACTIONS and verdict.username:
+            self.store.remember_session(
+                request.id, verdict.username, list(verdict.groups), request.path, request.action, request.protocol
+            )

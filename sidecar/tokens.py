@@ -1,0 +1,202 @@
+"""Playback tokens: ES256 JWTs in MediaMTX's permission format, the JWKS that publishes their keys, rotation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet
+from joserfc.jwt import JWTClaimsRegistry
+
+from sidecar.settings import Settings
+from sidecar.store import Store
+
+ALGORITHM = "ES256"
+# MediaMTX caches the JWKS for an hour; a new key only signs once MediaMTX has it (refresh, or this long).
+JWKS_CACHE_SECONDS = 3600
+
+
+class TokenInvalid(Exception):
+    """The token is not one of ours, or no longer valid; the message says why (for logs, not for clients)."""
+
+
+@dataclass(frozen=True)
+class Issued:
+    token: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class Claims:
+    subject: str
+    groups: tuple[str, ...]
+    permissions: tuple[dict[str, str], ...]
+    issued_at: int
+    expires_at: int
+    service: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def thumbprint(key: ECKey) -> str:
+    """RFC 7638 JWK thumbprint, used as `kid`."""
+    return str(key.thumbprint())
+
+
+class TokenIssuer:
+    def __init__(self, store: Store, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self._cache_version = -1
+        self._keys: list[tuple[str, ECKey, float, float | None]] = []
+
+    # -- keys -------------------------------------------------------------------------------------------------
+    def _load(self) -> list[tuple[str, ECKey, float, float | None]]:
+        version = self.store.data_version()
+        if version != self._cache_version or not self._keys:
+            rows = self.store.signing_keys()
+            self._keys = [
+                (row["kid"], ECKey.import_key(json.loads(row["private_jwk"])), row["sign_from"], row["retire_at"])
+                for row in rows
+            ]
+            self._cache_version = version
+        return self._keys
+
+    def _invalidate(self) -> None:
+        self._keys = []
+
+    def ensure_key(self) -> str | None:
+        """Create the first signing key when there is none; its kid, or None when keys existed."""
+        if self.store.signing_keys():
+            return None
+        return self._add_key(sign_from=self.clock())
+
+    def _add_key(self, sign_from: float) -> str:
+        key = ECKey.generate_key("P-256", private=True)
+        kid = thumbprint(key)
+        with self.store.transaction() as db:
+            self.store.insert_signing_key(db, kid, json.dumps(key.as_dict(private=True)), sign_from, self.clock())
+        self._invalidate()
+        return kid
+
+    def _signing_key(self) -> tuple[str, ECKey]:
+        now = self.clock()
+        usable = [(kid, key) for kid, key, sign_from, retire in self._load() if sign_from <= now and retire is None]
+        if not usable:
+            # Before a rotated key may sign, the previous one keeps signing (it is retired only afterwards).
+            usable = [(kid, key) for kid, key, sign_from, retire in self._load() if sign_from <= now]
+        if not usable:
+            self.ensure_key()
+            return self._signing_key()
+        return usable[-1]
+
+    def jwks(self) -> dict[str, Any]:
+        now = self.clock()
+        keys = []
+        for kid, key, _, retire in self._load():
+            if retire is not None and retire <= now:
+                continue
+            public = key.as_dict(private=False)
+            public.update(kid=kid, use="sig", alg=ALGORITHM)
+            keys.append(public)
+        return {"keys": keys}
+
+    def jwks_etag(self, body: bytes) -> str:
+        return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+    async def rotate(self, refresh: Callable[[], Awaitable[None]] | None) -> tuple[str, float]:
+        """Add a key; old keys stay published until the last token they signed has expired.
+
+        The new key signs at once when MediaMTX confirmed it refetched the JWKS, otherwise after MediaMTX's cache
+        time, so MediaMTX never sees a `kid` it does not know.
+        """
+        now = self.clock()
+        kid = self._add_key(sign_from=now + JWKS_CACHE_SECONDS)
+        refreshed = False
+        if refresh is not None:
+            try:
+                await refresh()
+                refreshed = True
+            except Exception:  # any failure just means waiting for MediaMTX's cache to expire
+                refreshed = False
+        sign_from = now if refreshed else now + JWKS_CACHE_SECONDS
+        with self.store.transaction() as db:
+            db.execute("UPDATE signing_keys SET sign_from = ? WHERE kid = ?", (sign_from, kid))
+            self.store.retire_signing_keys(db, kid, sign_from + self.settings.token_ttl_seconds)
+            self.store.delete_retired_keys(db, now)
+            self.store.audit(db, "rotate-keys", "keys.rotate", kid, {"sign_from": sign_from, "refreshed": refreshed})
+        self._invalidate()
+        return kid, sign_from
+
+    # -- tokens -----------------------------------------------------------------------------------------------
+    def issue(
+        self,
+        subject: str,
+        permissions: list[dict[str, str]],
+        groups: list[str],
+        *,
+        service: bool = False,
+        ttl: int | None = None,
+    ) -> Issued:
+        now = int(self.clock())
+        expires_at = now + (ttl or self.settings.token_ttl_seconds)
+        claims: dict[str, Any] = {
+            "iss": self.settings.jwt_issuer,
+            "aud": self.settings.jwt_audience,
+            "sub": subject,
+            "iat": now,
+            "nbf": now,
+            "exp": expires_at,
+            "groups": sorted(groups),
+            self.settings.jwt_claim_key: permissions,
+        }
+        if service:
+            claims["svc"] = True
+        kid, key = self._signing_key()
+        token = jwt.encode({"alg": ALGORITHM, "kid": kid, "typ": "JWT"}, claims, key, algorithms=[ALGORITHM])
+        return Issued(token=token, expires_at=expires_at)
+
+    def verify(self, token: str) -> Claims:
+        now = self.clock()
+        published: list[Any] = [key for _, key, _, retire in self._load() if retire is None or retire > now]
+        if not published:
+            raise TokenInvalid("no signing keys")
+        keyset = KeySet(published)
+        try:
+            decoded = jwt.decode(token, keyset, algorithms=[ALGORITHM])
+            registry = JWTClaimsRegistry(
+                now=int(now),
+                iss={"essential": True, "value": self.settings.jwt_issuer},
+                aud={"essential": True, "value": self.settings.jwt_audience},
+                sub={"essential": True},
+                exp={"essential": True},
+                iat={"essential": True},
+            )
+            registry.validate(decoded.claims)
+        except (JoseError, ValueError) as error:
+            raise TokenInvalid(type(error).__name__) from error
+        claims = decoded.claims
+        if decoded.header.get("kid") not in {thumbprint(key) for key in published}:
+            raise TokenInvalid("unknown kid")
+        permissions = claims.get(self.settings.jwt_claim_key)
+        groups = claims.get("groups", [])
+        if not isinstance(permissions, list) or not isinstance(groups, list):
+            raise TokenInvalid("malformed claims")
+        subject = str(claims["sub"])
+        issued_at = int(claims["iat"])
+        if issued_at < self.store.revoked_before(subject):
+            raise TokenInvalid("revoked")
+        return Claims(
+            subject=subject,
+            groups=tuple(str(group) for group in groups),
+            permissions=tuple(p for p in permissions if isinstance(p, dict)),
+            issued_at=issued_at,
+            expires_at=int(claims["exp"]),
+            service=claims.get("svc") is True,
+        )

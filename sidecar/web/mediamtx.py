@@ -1,0 +1,92 @@
+"""What MediaMTX calls: the HTTP auth callback, the JWKS for JWT mode, and the runOn* webhooks."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sidecar.errors import BadRequest, Forbidden, Unauthorized
+from sidecar.media_auth import AuthRequest
+from sidecar.web.context import services
+
+log = logging.getLogger("sidecar.mediamtx")
+MAX_CALLBACK_BYTES = 16 * 1024
+HOOK_EVENTS = frozenset({"ready", "notready", "read", "unread"})
+HOOK_FIELDS = ("path", "query", "source_type", "source_id", "reader_type", "reader_id")
+
+
+def _from_mediamtx(request: Request) -> None:
+    host = request.client.host if request.client else None
+    if not services(request).mediamtx_peers.contains(host):
+        raise Forbidden("only MediaMTX may call this endpoint")
+
+
+async def auth_callback(request: Request) -> Response:
+    _from_mediamtx(request)
+    svc = services(request)
+    body = await request.body()
+    if len(body) > MAX_CALLBACK_BYTES:
+        raise BadRequest("callback body too large")
+    try:
+        data = json.loads(body)
+    except ValueError as error:
+        raise BadRequest("body must be JSON") from error
+    auth_request = AuthRequest.parse(data)
+    verdict = svc.media_auth.check(auth_request)
+    svc.metrics.record_decision(verdict.allowed, auth_request.action)
+    if not verdict.allowed:
+        log.info(
+            "mediamtx deny %s %s %s: %s", auth_request.action, auth_request.protocol, auth_request.path, verdict.reason
+        )
+        # MediaMTX treats any non-2xx as deny, and prompts RTSP clients for credentials on 401.
+        return JSONResponse({"error": "Unauthorized"}, status_code=401)
+    svc.media_auth.remember(auth_request, verdict)
+    return JSONResponse({"allowed": True})
+
+
+async def jwks(request: Request) -> Response:
+    tokens = services(request).tokens
+    body = json.dumps(tokens.jwks(), sort_keys=True).encode()
+    etag = tokens.jwks_etag(body)
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=300"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+async def hook(request: Request) -> Response:
+    svc = services(request)
+    key = request.headers.get("x-api-key", "")
+    if not key or not hmac.compare_digest(key.encode(), svc.secrets.api_key.encode()):
+        raise Unauthorized()
+    event = request.path_params["event"]
+    if event not in HOOK_EVENTS:
+        raise BadRequest(f"event must be one of {', '.join(sorted(HOOK_EVENTS))}", field="event")
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            raw = await request.json()
+        except ValueError as error:
+            raise BadRequest("body must be JSON or a form") from error
+    else:
+        raw = dict(await request.form())
+    if not isinstance(raw, dict):
+        raise BadRequest("body must be a JSON object")
+    fields = {name: raw.get(name, "") for name in HOOK_FIELDS}
+    if not all(isinstance(value, str) and len(value) <= 1024 for value in fields.values()):
+        raise BadRequest("hook fields must be strings of at most 1024 characters")
+    if not fields["path"]:
+        raise BadRequest("path is required", field="path")
+    svc.live.apply(event, **{name: str(value) for name, value in fields.items()})
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/mediamtx/auth", auth_callback, methods=["POST"]),
+    Route("/mediamtx/hooks/{event}", hook, methods=["POST"]),
+    Route("/.well-known/jwks.json", jwks, methods=["GET", "HEAD"]),
+]

@@ -1,0 +1,36 @@
+"""Streams for people: the JSON twin of the /streams page and playback tokens for one stream."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sidecar.errors import BadRequest, Forbidden
+from sidecar.media_auth import playback_permissions
+from sidecar.policy import is_glob
+from sidecar.web.context import json_object, require, services
+
+
+async def playback_token(request: Request) -> Response:
+    who = await require(request)
+    path = (await json_object(request)).get("path")
+    if not isinstance(path, str) or not path:
+        raise BadRequest("path must be a stream path", field="path")
+    svc = services(request)
+    if is_glob(path) and not who.is_admin:
+        raise BadRequest("path must be one stream, not a pattern", field="path")
+    if is_glob(path):
+        permissions = playback_permissions(who, path)
+    else:
+        if not svc.rules.decide(who, path, "read").allowed:
+            # Say nothing about why: the reason would tell a viewer which rule or groups guard the path.
+            raise Forbidden("you may not watch this stream")
+        permissions = playback_permissions(who, path)
+    issued = svc.tokens.issue(who.username, permissions, sorted(who.groups), service=who.source == "api_key")
+    return JSONResponse({"token": issued.token, "expires_at": issued.expires_at})
+
+
+routes = [
+    Route("/api/v1/streams/token", playback_token, methods=["POST"]),
+]
