@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from pydantic import ValidationError
@@ -119,6 +120,24 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_keys(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(services: Services) -> tuple[str, float]:
+        refresh = services.mediamtx.refresh_jwks if services.mediamtx is not None else None
+        return await services.tokens.rotate(refresh)
+
+    kid, sign_from = run_with_services(settings, work)
+    print(f"new signing key {kid}")
+    if sign_from <= time.time():
+        print("MediaMTX refetched the JWKS; the new key signs from now on")
+    else:
+        print(
+            "MediaMTX was not asked to refetch the JWKS (SIDECAR_MEDIAMTX_API_URL unset or unreachable); "
+            f"the new key signs from {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(sign_from))}"
+        )
+    print("previous keys stay published until the last token they signed has expired")
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from sidecar.demo import run_demo
 
@@ -160,6 +179,10 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     for name in ("list", "add"):
         users.choices[name].set_defaults(func=cmd_users)
+
+    sub.add_parser("rotate-keys", help="add a new token signing key and retire the old ones safely").set_defaults(
+        func=cmd_rotate_keys
+    )
 
     demo = sub.add_parser("demo", help="run the local-mode demo: Caddy + demo editor + sidecar")
     demo.add_argument("--port", type=int, default=8080)

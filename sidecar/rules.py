@@ -22,6 +22,7 @@ class RuleBook:
         on_decision: Callable[[bool, str], None] | None = None,
     ) -> None:
         self.on_decision = on_decision
+        self.on_change: Callable[[str], None] | None = None  # re-checks live sessions (set by the wiring)
         self.store = store
         self.directory = directory
         self.roles = roles
@@ -35,6 +36,11 @@ class RuleBook:
             self._matcher = Matcher(self.store.list_rules())
             self._version = version
         return self._matcher
+
+    def _changed(self, reason: str) -> None:
+        self._matcher = None
+        if self.on_change is not None:
+            self.on_change(reason)
 
     def all(self) -> dict[str, list[str]]:
         return self.store.list_rules()
@@ -68,7 +74,7 @@ class RuleBook:
         with self.store.transaction() as db:
             self.store.put_rule(db, normal, checked)
             self.store.audit(db, actor, "rule.set", normal, {"groups": checked})
-        self._matcher = None
+        self._changed(f"rule {normal} set")
         return normal, checked
 
     def delete(self, pattern: str, actor: str) -> None:
@@ -80,7 +86,7 @@ class RuleBook:
             if not self.store.delete_rule(db, normal):
                 raise NotFoundError(f"no rule for pattern {normal!r}", field="pattern")
             self.store.audit(db, actor, "rule.delete", normal)
-        self._matcher = None
+        self._changed(f"rule {normal} deleted")
 
     def visible(self, principal: Principal) -> dict[str, list[str]]:
         """The rules whose groups intersect the principal's (all of them for admins)."""

@@ -15,13 +15,15 @@ from sidecar.identity import RolePolicy, TrustedProxies
 from sidecar.keys import Secrets, load_secrets
 from sidecar.live import LiveStreams
 from sidecar.media_auth import MediaAuth
+from sidecar.mediamtx import MediaMTXClient
 from sidecar.metrics import Metrics
 from sidecar.publishers import Publishers
+from sidecar.revocation import Revoker
 from sidecar.rules import RuleBook
 from sidecar.sessions import LocalSessions
 from sidecar.settings import Settings
 from sidecar.store import Store
-from sidecar.tokens import TokenIssuer
+from sidecar.tokens import ServiceTokenAuth, TokenIssuer
 from sidecar.users import UserAdmin
 
 T = TypeVar("T")
@@ -93,8 +95,11 @@ class Services:
     publishers: Publishers
     media_auth: MediaAuth
     live: LiveStreams
+    mediamtx: MediaMTXClient | None
+    revoker: Revoker
 
     async def aclose(self) -> None:
+        await self.revoker.idle()
         await self.http.aclose()
         self.store.close()
 
@@ -116,6 +121,14 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
     tokens = TokenIssuer(store, settings)
     tokens.ensure_key()
     publishers = Publishers(store)
+    http = httpx.AsyncClient(timeout=settings.upstream_timeout, transport=transport)
+    mediamtx = None
+    if settings.mediamtx_api_url:
+        mediamtx = MediaMTXClient(http, settings.mediamtx_api_url, auth=ServiceTokenAuth(tokens))
+    users = UserAdmin(store, directory, roles)
+    revoker = Revoker(store, rules, directory, roles, mediamtx)
+    rules.on_change = revoker.rules_changed
+    users.on_lost_access = revoker.user_lost_access
     return Services(
         settings=settings,
         secrets=secrets,
@@ -124,15 +137,17 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
         proxies=TrustedProxies.parse(settings.trusted_proxies),
         directory=directory,
         rules=rules,
-        users=UserAdmin(store, directory, roles),
+        users=users,
         sessions=sessions,
         metrics=metrics,
-        http=httpx.AsyncClient(timeout=settings.upstream_timeout, transport=transport),
+        http=http,
         mediamtx_peers=TrustedProxies.parse(settings.mediamtx_allowed_ips),
         tokens=tokens,
         publishers=publishers,
         media_auth=MediaAuth(rules, roles, tokens, publishers, store, secrets.api_key),
         live=LiveStreams(store),
+        mediamtx=mediamtx,
+        revoker=revoker,
     )
 
 

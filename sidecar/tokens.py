@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
@@ -200,3 +201,21 @@ class TokenIssuer:
             expires_at=int(claims["exp"]),
             service=claims.get("svc") is True,
         )
+
+
+class ServiceTokenAuth(httpx.Auth):
+    """Authenticates the sidecar to MediaMTX's control API with a short-lived token of its own (`api` only).
+
+    MediaMTX passes a bearer token to the HTTP callback (which verifies it like any playback token) or, in JWT
+    mode, checks it against the JWKS itself, so one mechanism works in both modes.
+    """
+
+    TTL = 60
+
+    def __init__(self, tokens: TokenIssuer) -> None:
+        self.tokens = tokens
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        issued = self.tokens.issue("sidecar", [{"action": "api", "path": ""}], [], service=True, ttl=self.TTL)
+        request.headers["Authorization"] = f"Bearer {issued.token}"
+        yield request

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from sidecar.directory import Directory, Group, User, UserPage
@@ -21,6 +22,7 @@ class UserAdmin:
         self.store = store
         self.directory = directory
         self.roles = roles
+        self.on_lost_access: Callable[[str, str], None] | None = None  # revocation (set by the wiring)
 
     def _visible(self, user: User) -> User:
         return replace(user, groups=tuple(self.roles.managed(user.groups)))
@@ -84,4 +86,17 @@ class UserAdmin:
         if changed:
             with self.store.transaction() as db:
                 self.store.audit(db, actor, "group.add" if member else "group.remove", username, {"group": group})
+            if not member:
+                self._lost_access(username, f"removed from {group}")
         return changed
+
+    async def set_active(self, username: str, active: bool, actor: str) -> None:
+        await self.directory.set_active(username, active)
+        with self.store.transaction() as db:
+            self.store.audit(db, actor, "user.activate" if active else "user.deactivate", username)
+        if not active:
+            self._lost_access(username, "deactivated")
+
+    def _lost_access(self, username: str, reason: str) -> None:
+        if self.on_lost_access is not None:
+            self.on_lost_access(username, reason)

@@ -74,6 +74,24 @@ async def users_list(request: Request) -> Response:
     return JSONResponse({"users": users, "total": page.total, "page": page.page, "page_size": page.page_size})
 
 
+async def user_patch(request: Request) -> Response:
+    who = await require(request, admin=True)
+    active = (await json_object(request)).get("is_active")
+    if not isinstance(active, bool):
+        raise BadRequest("is_active must be true or false", field="is_active")
+    username = request.path_params["username"]
+    await services(request).users.set_active(username, active, who.username)
+    return JSONResponse({"username": username, "is_active": active})
+
+
+async def membership(request: Request) -> Response:
+    who = await require(request, admin=True)
+    username, group = request.path_params["username"], request.path_params["group"]
+    member = request.method == "PUT"
+    changed = await services(request).users.set_membership(username, group, member, who.username)
+    return JSONResponse({"username": username, "group": group, "member": member, "changed": changed})
+
+
 async def groups_list(request: Request) -> Response:
     await require(request, admin=True)
     groups = await services(request).users.list_groups()
@@ -100,6 +118,8 @@ routes = [
     Route("/api/v1/rules", rules_delete, methods=["DELETE"]),
     Route("/api/v1/explain", explain),
     Route("/api/v1/users", users_list),
+    Route("/api/v1/users/{username}", user_patch, methods=["PATCH"]),
+    Route("/api/v1/users/{username}/groups/{group}", membership, methods=["PUT", "DELETE"]),
     Route("/api/v1/groups", groups_list, methods=["GET"]),
     Route("/api/v1/groups", groups_create, methods=["POST"]),
     Route("/api/v1/openapi.json", openapi),

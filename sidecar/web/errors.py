@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from sidecar.directory.base import Conflict, DirectoryError, InvalidName, NotFound
 from sidecar.errors import SidecarError
+from sidecar.mediamtx import MediaMTXError, MediaMTXNotFound, MediaMTXRejected, MediaMTXUnauthorized
 from sidecar.web.templating import page
 
 log = logging.getLogger("sidecar.web")
@@ -65,7 +66,21 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": "Internal error"}, status_code=500)
 
 
+async def mediamtx_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MediaMTXError)
+    if isinstance(exc, MediaMTXNotFound):
+        status = 404
+    elif isinstance(exc, MediaMTXUnauthorized):
+        status = 502
+    elif isinstance(exc, MediaMTXRejected):
+        status = 400
+    else:
+        status = 503
+    return error_response(request, status, f"MediaMTX: {exc}")
+
+
 EXCEPTION_HANDLERS = {
+    MediaMTXError: mediamtx_error,
     SidecarError: sidecar_error,
     DirectoryError: directory_error,
     HTTPException: http_error,

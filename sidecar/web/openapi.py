@@ -77,6 +77,24 @@ def openapi_document() -> dict[str, Any]:
                 )
             },
             "/api/v1/users": {"get": _op("Users with their prefixed groups", params=("search", "page", "page_size"))},
+            "/api/v1/users/{username}": {
+                "patch": _op(
+                    "Activate or deactivate a user (deactivation kicks their live sessions)",
+                    body={
+                        "type": "object",
+                        "required": ["is_active"],
+                        "properties": {"is_active": {"type": "boolean"}},
+                    },
+                    path_params=("username",),
+                )
+            },
+            "/api/v1/users/{username}/groups/{group}": {
+                "put": _op("Add the user to a prefixed group", path_params=("username", "group")),
+                "delete": _op(
+                    "Remove the user from a prefixed group (kicks sessions that lose access)",
+                    path_params=("username", "group"),
+                ),
+            },
             "/api/v1/groups": {
                 "get": _op("Groups with the configured prefix and their member counts"),
                 "post": _op(

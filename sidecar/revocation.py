@@ -1,0 +1,124 @@
+"""Take access away from streams already playing: re-decide remembered sessions and kick the ones now denied."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from sidecar.directory import Directory, DirectoryError
+from sidecar.identity import RolePolicy
+from sidecar.mediamtx import MediaMTXClient, MediaMTXError, MediaMTXNotFound, SessionKind
+from sidecar.rules import RuleBook
+from sidecar.store import Store
+
+log = logging.getLogger("sidecar.revocation")
+
+# The callback's `protocol` names the family; the encrypted variant lives in its own MediaMTX list.
+KINDS_BY_PROTOCOL: dict[str, tuple[SessionKind, ...]] = {
+    "rtsp": (SessionKind.RTSP, SessionKind.RTSPS),
+    "rtsps": (SessionKind.RTSPS,),
+    "rtmp": (SessionKind.RTMP, SessionKind.RTMPS),
+    "rtmps": (SessionKind.RTMPS,),
+    "hls": (SessionKind.HLS,),
+    "webrtc": (SessionKind.WEBRTC,),
+    "srt": (SessionKind.SRT,),
+    "moq": (SessionKind.MOQ,),
+}
+
+
+@dataclass(frozen=True)
+class Kick:
+    session_id: str
+    username: str
+    path: str
+    reason: str
+    kicked: bool
+
+
+class Revoker:
+    """Runs after every change that can take access away (rules, memberships, deactivation)."""
+
+    def __init__(
+        self,
+        store: Store,
+        rules: RuleBook,
+        directory: Directory,
+        roles: RolePolicy,
+        mediamtx: MediaMTXClient | None,
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.directory = directory
+        self.roles = roles
+        self.mediamtx = mediamtx
+        self._tasks: set[asyncio.Task[list[Kick]]] = set()
+
+    def user_lost_access(self, username: str, reason: str) -> None:
+        """Tokens issued so far stop working, and the user's live sessions are re-checked in the background."""
+        with self.store.transaction() as db:
+            self.store.revoke_tokens(db, username, time.time() + 1)
+        self._spawn(username, reason)
+
+    def rules_changed(self, reason: str) -> None:
+        self._spawn(None, reason)
+
+    def _spawn(self, username: str | None, reason: str) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside any event loop: nothing can be playing through this process
+            return
+        task = loop.create_task(self.recheck(username, reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def idle(self) -> None:
+        """Wait for background re-checks (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def recheck(self, username: str | None, reason: str) -> list[Kick]:
+        groups_now: dict[str, tuple[str, ...] | None] = {}
+        kicks: list[Kick] = []
+        for row in self.store.media_sessions(username):
+            name = row["username"]
+            if name not in groups_now:
+                groups_now[name] = await self._current_groups(name, tuple(json.loads(row["groups"])))
+            groups = groups_now[name]
+            principal = self.roles.principal(name, groups or (), source="recheck")
+            if groups is not None and self.rules.decide(principal, row["path"], row["action"]).allowed:
+                continue
+            kicks.append(await self._kick(row["id"], name, row["path"], row["protocol"], reason))
+        return kicks
+
+    async def _current_groups(self, username: str, remembered: tuple[str, ...]) -> tuple[str, ...] | None:
+        """The user's groups now; None when the user is gone or inactive. Unknown users keep what was remembered
+        (publishers, the API key) so only rule changes decide for them."""
+        try:
+            user = await self.directory.get_user(username)
+        except DirectoryError:
+            return remembered
+        if user is None:
+            return remembered if self.store.publisher(username) is not None or not remembered else None
+        return user.groups if user.is_active else None
+
+    async def _kick(self, session_id: str, username: str, path: str, protocol: str, reason: str) -> Kick:
+        kicked = False
+        if self.mediamtx is not None:
+            for kind in KINDS_BY_PROTOCOL.get(protocol, ()):
+                try:
+                    await self.mediamtx.kick_session(kind, session_id)
+                except MediaMTXNotFound:
+                    continue
+                except MediaMTXError as error:
+                    log.warning("could not kick %s session %s: %s", kind, session_id, error)
+                    break
+                kicked = True
+                break
+        with self.store.transaction() as db:
+            self.store.forget_session(db, session_id)
+            detail = {"session": session_id, "path": path, "protocol": protocol, "reason": reason, "kicked": kicked}
+            self.store.audit(db, "sidecar", "session.kick", username, detail)
+        return Kick(session_id, username, path, reason, kicked)
