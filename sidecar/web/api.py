@@ -107,6 +107,17 @@ async def groups_create(request: Request) -> Response:
     return JSONResponse({"name": name, "created": created}, status_code=201 if created else 200)
 
 
+async def audit(request: Request) -> Response:
+    await require(request, admin=True)
+    limit = min(int_param(request, "limit", 100), 1000)
+    events = services(request).store.list_audit(limit=limit, action=request.query_params.get("action") or None)
+    body = [
+        {"id": e.id, "ts": e.ts, "actor": e.actor, "action": e.action, "target": e.target, "detail": e.detail}
+        for e in events
+    ]
+    return JSONResponse({"events": body})
+
+
 async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document())
 
@@ -122,5 +133,6 @@ routes = [
     Route("/api/v1/users/{username}/groups/{group}", membership, methods=["PUT", "DELETE"]),
     Route("/api/v1/groups", groups_list, methods=["GET"]),
     Route("/api/v1/groups", groups_create, methods=["POST"]),
+    Route("/api/v1/audit", audit),
     Route("/api/v1/openapi.json", openapi),
 ]

@@ -102,6 +102,10 @@ def openapi_document() -> dict[str, Any]:
                     body={"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
                 ),
             },
+            "/api/v1/streams": {
+                "get": _op("Live streams the caller may watch (nothing about the others)", auth="any user with a group")
+            },
+            "/api/v1/audit": {"get": _op("Audit events, newest first", params=("action", "limit"))},
             "/api/v1/streams/token": {
                 "post": _op(
                     "A playback token (ES256 JWT in MediaMTX's permission format) for one stream you may watch",

@@ -31,6 +31,21 @@ async def playback_token(request: Request) -> Response:
     return JSONResponse({"token": issued.token, "expires_at": issued.expires_at})
 
 
+async def list_streams(request: Request) -> Response:
+    """Live paths the caller may watch: from MediaMTX's API when configured, else from the runOn* webhooks."""
+    who = await require(request)
+    svc = services(request)
+    streams: list[dict[str, object]]
+    if svc.mediamtx is not None:
+        paths = await svc.mediamtx.list_paths()
+        streams = [{"name": p.name, "ready": p.ready, "readers": len(p.readers)} for p in paths]
+    else:
+        streams = [{"name": s.path, "ready": True, "readers": len(s.readers)} for s in svc.live.ready()]
+    visible = [s for s in streams if svc.rules.decide(who, str(s["name"]), "read").allowed]
+    return JSONResponse({"streams": visible})
+
+
 routes = [
+    Route("/api/v1/streams", list_streams, methods=["GET"]),
     Route("/api/v1/streams/token", playback_token, methods=["POST"]),
 ]
