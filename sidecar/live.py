@@ -37,7 +37,7 @@ class LiveStreams:
         with self._lock:
             if event == "ready":
                 self._streams[path] = LiveStream(path, time.time(), source_type)
-            elif event == "notready":
+            elif event in ("not-ready", "notready"):
                 self._streams.pop(path, None)
             elif event == "read" and path in self._streams and reader_id:
                 self._streams[path].readers[reader_id] = reader_type

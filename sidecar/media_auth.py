@@ -9,8 +9,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from sidecar.errors import BadRequest
-from sidecar.identity import Principal, Role, RolePolicy
-from sidecar.policy import VIEW_ACTIONS, glob_to_regex, is_glob, normalise_path
+from sidecar.identity import Principal, Role, RolePolicy, TrustedProxies
+from sidecar.policy import SERVICE_ACTIONS, VIEW_ACTIONS, glob_to_regex, is_glob, normalise_path
 from sidecar.publishers import Publishers
 from sidecar.rules import RuleBook
 from sidecar.store import Store
@@ -115,7 +115,9 @@ class MediaAuth:
         publishers: Publishers,
         store: Store,
         api_key: str,
+        local_api: TrustedProxies,
     ) -> None:
+        self.local_api = local_api
         self.rules = rules
         self.roles = roles
         self.tokens = tokens
@@ -141,6 +143,8 @@ class MediaAuth:
             decision = self.rules.decide(service, request.path, request.action)
             return Verdict(decision.allowed, decision.reason, service.username)
         if not (request.user or password or token):
+            if request.action in SERVICE_ACTIONS and self.local_api.contains(request.ip):
+                return Verdict(True, f"{request.action} from a local API client ({request.ip})", "local-api")
             return Verdict(False, "no credentials")
         return Verdict(False, "credentials not accepted")
 

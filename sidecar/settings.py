@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
         description="CIDRs allowed to call `/mediamtx/auth` and `/mediamtx/hooks/*` (where MediaMTX runs).",
     )
+    mediamtx_local_api_ips: CommaList = Field(
+        default_factory=list,
+        description="Client IPs (as MediaMTX reports them) that may use MediaMTX's api/metrics/pprof without "
+        "credentials, like MediaMTX's own authInternalUsers default; e.g. the editor on MediaMTX's host.",
+    )
     jwt_issuer: str = Field("mediamtx-access-sidecar", description="`iss` of playback tokens (`authJWTIssuer`).")
     jwt_audience: str = Field("mediamtx", description="`aud` of playback tokens (`authJWTAudience`).")
     jwt_claim_key: str = Field("mediamtx_permissions", description="Claim holding the permissions (`authJWTClaimKey`).")
@@ -72,10 +77,15 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Log level of the JSON logs.")
 
     _split = field_validator(
-        "trusted_proxies", "admin_groups", "allowed_origins", "mediamtx_allowed_ips", mode="before"
+        "trusted_proxies",
+        "admin_groups",
+        "allowed_origins",
+        "mediamtx_allowed_ips",
+        "mediamtx_local_api_ips",
+        mode="before",
     )(_split_commas)
 
-    @field_validator("trusted_proxies", "mediamtx_allowed_ips")
+    @field_validator("trusted_proxies", "mediamtx_allowed_ips", "mediamtx_local_api_ips")
     @classmethod
     def _valid_networks(cls, value: list[str]) -> list[str]:
         for item in value:

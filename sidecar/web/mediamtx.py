@@ -16,7 +16,7 @@ from sidecar.web.context import services
 
 log = logging.getLogger("sidecar.mediamtx")
 MAX_CALLBACK_BYTES = 16 * 1024
-HOOK_EVENTS = frozenset({"ready", "notready", "read", "unread"})
+HOOK_EVENTS = frozenset({"ready", "not-ready", "notready", "read", "unread"})
 HOOK_FIELDS = ("path", "query", "source_type", "source_id", "reader_type", "reader_id")
 
 
