@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import stat
@@ -22,6 +23,14 @@ class Secrets:
 
     def __repr__(self) -> str:  # never let a secret reach a log line through repr()
         return "Secrets(<hidden>)"
+
+
+def digest(value: str) -> str:
+    """SHA-256 of a random, high-entropy value (session token, publisher secret): stored instead of the value.
+
+    Such values cannot be brute-forced, so no slow hash is needed, which keeps per-connection checks cheap.
+    """
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def secret_path(settings: Settings, name: str) -> Path:

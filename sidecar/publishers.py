@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
 from dataclasses import dataclass
 
 from sidecar.errors import BadRequest, NotFoundError
+from sidecar.keys import digest as secret_hash
 from sidecar.policy import InvalidPattern, Matcher, normalise_path, validate_pattern
 from sidecar.store import Store
 
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Hashing an unknown name's secret against this keeps the work the same as for a known name.
-_DUMMY_HASH = hashlib.sha256(b"no-such-publisher").hexdigest()
-
-
-def secret_hash(secret: str) -> str:
-    # Secrets are 256-bit random values: a plain SHA-256 cannot be brute-forced, and it keeps the check cheap
-    # enough for MediaMTX's per-connection callback.
-    return hashlib.sha256(secret.encode()).hexdigest()
+_DUMMY_HASH = secret_hash("no-such-publisher")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -14,12 +13,9 @@ from limits.strategies import MovingWindowRateLimiter
 from sidecar.directory.base import User
 from sidecar.directory.local import LocalDirectory
 from sidecar.errors import BadRequest, TooManyRequests
+from sidecar.keys import digest as token_hash
 from sidecar.settings import Settings
 from sidecar.store import Store
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
