@@ -149,7 +149,7 @@ def int_param(request: Request, name: str, default: int) -> int:
 async def json_object(request: Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # deep nesting raises RecursionError
         raise BadRequest("body must be a JSON object") from error
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")

@@ -34,7 +34,7 @@ async def auth_callback(request: Request) -> Response:
         raise BadRequest("callback body too large")
     try:
         data = json.loads(body)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # deep nesting raises RecursionError
         raise BadRequest("body must be JSON") from error
     auth_request = AuthRequest.parse(data)
     verdict = svc.media_auth.check(auth_request)
@@ -70,7 +70,7 @@ async def hook(request: Request) -> Response:
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             raw = await request.json()
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # deep nesting raises RecursionError
             raise BadRequest("body must be JSON or a form") from error
     else:
         raw = dict(await request.form())
