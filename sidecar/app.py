@@ -39,12 +39,12 @@ def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTr
             await services.aclose()
 
     routes = [
+        *mediamtx.routes,  # first: MediaMTX calls these for every connection
         *service.routes,
         *auth.routes,
         *api.routes,
         *streams.routes,
         *publishers.routes,
-        *mediamtx.routes,
         *pages.routes,
         Mount("/overlay", StaticFiles(directory=STATIC_DIR), name="overlay"),
     ]

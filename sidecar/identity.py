@@ -6,6 +6,7 @@ import enum
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 IDENTITY_PREFIX = "x-authentik-"
 IDENTITY_FIELDS = ("username", "groups", "email", "name", "uid")
@@ -97,15 +98,21 @@ class TrustedProxies:
         return cls(tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs))
 
     def contains(self, host: str | None) -> bool:
-        if not host:
-            return False
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.networks)
+        return _contains(self.networks, host)
+
+
+@lru_cache(maxsize=4096)
+def _contains(networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], host: str | None) -> bool:
+    """Cached: every request asks about the same few peers, and parsing an address costs more than a lookup."""
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
 
 
 def identity_header_values(raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -19,6 +21,7 @@ from sidecar.tokens import Claims, TokenInvalid, TokenIssuer
 FIELDS = ("ip", "user", "password", "token", "action", "path", "protocol", "query", "userAgent")
 MAX_FIELD = 4096
 SESSION_ACTIONS = VIEW_ACTIONS | {"publish"}
+FLUSH_DELAY = 0.2  # seconds; revocation flushes first, so nothing it needs is ever only in memory
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class MediaAuth:
         local_api: TrustedProxies,
     ) -> None:
         self.local_api = local_api
+        self._pending: list[tuple[str, str, list[str], str, str, str, float]] = []
         self.rules = rules
         self.roles = roles
         self.tokens = tokens
@@ -161,8 +165,21 @@ class MediaAuth:
         return Verdict(decision.allowed, decision.reason, claims.subject, tuple(claims.groups))
 
     def remember(self, request: AuthRequest, verdict: Verdict) -> None:
-        """Note which MediaMTX session the sidecar let in for whom, so revocation can kick exactly those."""
-        if verdict.allowed and request.id and request.action in SESSION_ACTIONS and verdict.username:
-            self.store.remember_session(
-                request.id, verdict.username, list(verdict.groups), request.path, request.action, request.protocol
-            )
+        """Note which MediaMTX session the sidecar let in for whom, so revocation can kick exactly those.
+
+        Written in batches a moment later: one SQLite commit per callback would cost more than the decision.
+        """
+        if not (verdict.allowed and request.id and request.action in SESSION_ACTIONS and verdict.username):
+            return
+        entry = (request.id, verdict.username, list(verdict.groups), request.path, request.action, request.protocol)
+        self._pending.append((*entry, time.time()))
+        if len(self._pending) == 1:
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush_sessions)
+            except RuntimeError:
+                self.flush_sessions()
+
+    def flush_sessions(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            self.store.remember_sessions(batch)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 # Label values come from this fixed set, so a client cannot grow the series count with random paths.
+ACTIONS = frozenset({"read", "playback", "publish", "api", "metrics", "pprof"})
 KNOWN_AREAS = frozenset({"api", "auth", "users", "streams", "overlay", "healthz", "readyz", "version", "metrics"})
 
 
 class Metrics:
     def __init__(self) -> None:
+        self._decision_children: dict[tuple[bool, str], Counter] = {}
         self.registry = CollectorRegistry()
         self.decisions = Counter(
             "sidecar_decisions_total",
@@ -25,8 +27,12 @@ class Metrics:
         )
 
     def record_decision(self, allowed: bool, action: str) -> None:
-        known = action if action in {"read", "playback", "publish", "api", "metrics", "pprof"} else "unknown"
-        self.decisions.labels("allow" if allowed else "deny", known).inc()
+        known = action if action in ACTIONS else "unknown"
+        key = (allowed, known)
+        child = self._decision_children.get(key)
+        if child is None:  # labels() is costly and this runs for every MediaMTX callback
+            child = self._decision_children[key] = self.decisions.labels("allow" if allowed else "deny", known)
+        child.inc()
 
     def observe(self, path: str, method: str, seconds: float) -> None:
         first = path.lstrip("/").split("/", 1)[0]

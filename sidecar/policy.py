@@ -147,6 +147,7 @@ class Matcher:
         self.rules: dict[str, Rule] = {}
         self._root = _Node()
         self._folded_root = _Node()
+        self._upper_patterns = any(pattern.casefold() != pattern for pattern in rules)
         for raw, groups in rules.items():
             pattern = validate_pattern(raw)
             rule = Rule(pattern, frozenset(groups))
@@ -210,6 +211,12 @@ class Matcher:
         """The rule that would decide if letter case did not count, to spot paths that dodge a rule by case."""
         return self._run(self._folded_root, path.casefold())
 
+    def case_ambiguous(self, path: str, rule: Rule | None) -> bool:
+        """True when ignoring letter case would pick another rule than `rule` (the case-sensitive choice)."""
+        if path.casefold() == path and not self._upper_patterns:
+            return False  # nothing to fold on either side: the same answer, without a second run
+        return self.match_ignoring_case(path) != rule
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -247,7 +254,7 @@ def decide(matcher: Matcher, principal: Principal, path: str, action: str) -> De
         return Decision(True, f"admins may {action} every path", action, normal, rule)
     if action == "publish":
         return Decision(False, "publish is for admins only", action, normal, rule)
-    if matcher.match_ignoring_case(normal) != rule:
+    if matcher.case_ambiguous(normal, rule):
         reason = "path differs only in letter case from a more specific rule: ambiguous, denied"
         return Decision(False, reason, action, normal, rule)
     if rule is None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sidecar.directory import Directory, DirectoryError
@@ -13,6 +14,7 @@ from sidecar.identity import RolePolicy
 from sidecar.mediamtx import MediaMTXClient, MediaMTXError, MediaMTXNotFound, SessionKind
 from sidecar.rules import RuleBook
 from sidecar.store import Store
+from sidecar.tokens import TokenIssuer
 
 log = logging.getLogger("sidecar.revocation")
 
@@ -48,7 +50,10 @@ class Revoker:
         directory: Directory,
         roles: RolePolicy,
         mediamtx: MediaMTXClient | None,
+        tokens: TokenIssuer,
     ) -> None:
+        self.tokens = tokens
+        self.before_recheck: Callable[[], None] | None = None  # writes sessions still held in memory
         self.store = store
         self.rules = rules
         self.directory = directory
@@ -58,8 +63,7 @@ class Revoker:
 
     def user_lost_access(self, username: str, reason: str) -> None:
         """Tokens issued so far stop working, and the user's live sessions are re-checked in the background."""
-        with self.store.transaction() as db:
-            self.store.revoke_tokens(db, username, time.time() + 1)
+        self.tokens.revoke(username, time.time() + 1)
         self._spawn(username, reason)
 
     def rules_changed(self, reason: str) -> None:
@@ -80,6 +84,8 @@ class Revoker:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def recheck(self, username: str | None, reason: str) -> list[Kick]:
+        if self.before_recheck is not None:
+            self.before_recheck()
         groups_now: dict[str, tuple[str, ...] | None] = {}
         kicks: list[Kick] = []
         for row in self.store.media_sessions(username):

@@ -100,6 +100,7 @@ class Services:
 
     async def aclose(self) -> None:
         await self.revoker.idle()
+        self.media_auth.flush_sessions()
         await self.http.aclose()
         self.store.close()
 
@@ -126,7 +127,17 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
     if settings.mediamtx_api_url:
         mediamtx = MediaMTXClient(http, settings.mediamtx_api_url, auth=ServiceTokenAuth(tokens))
     users = UserAdmin(store, directory, roles)
-    revoker = Revoker(store, rules, directory, roles, mediamtx)
+    revoker = Revoker(store, rules, directory, roles, mediamtx, tokens)
+    media_auth = MediaAuth(
+        rules,
+        roles,
+        tokens,
+        publishers,
+        store,
+        secrets.api_key,
+        TrustedProxies.parse(settings.mediamtx_local_api_ips),
+    )
+    revoker.before_recheck = media_auth.flush_sessions
     rules.on_change = revoker.rules_changed
     users.on_lost_access = revoker.user_lost_access
     return Services(
@@ -144,15 +155,7 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
         mediamtx_peers=TrustedProxies.parse(settings.mediamtx_allowed_ips),
         tokens=tokens,
         publishers=publishers,
-        media_auth=MediaAuth(
-            rules,
-            roles,
-            tokens,
-            publishers,
-            store,
-            secrets.api_key,
-            TrustedProxies.parse(settings.mediamtx_local_api_ips),
-        ),
+        media_auth=media_auth,
         live=LiveStreams(store),
         mediamtx=mediamtx,
         revoker=revoker,

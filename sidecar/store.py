@@ -357,16 +357,20 @@ class Store:
         )
 
     # -- media sessions the sidecar allowed (for revocation) ---------------------------------------------------
-    def remember_session(
-        self, session_id: str, username: str, groups: list[str], path: str, action: str, protocol: str
-    ) -> None:
+    def remember_sessions(self, sessions: list[tuple[str, str, list[str], str, str, str, float]]) -> None:
+        """Store (id, username, groups, path, action, protocol, allowed_at) rows in one transaction."""
         with self.transaction() as db:
-            db.execute(
+            db.executemany(
                 "INSERT INTO media_sessions(id, username, groups, path, action, protocol, allowed_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET username=excluded.username, "
                 "groups=excluded.groups, path=excluded.path, action=excluded.action, protocol=excluded.protocol",
-                (session_id, username, json.dumps(sorted(groups)), path, action, protocol, time.time()),
+                [(i, u, json.dumps(sorted(g)), p, a, pr, t) for i, u, g, p, a, pr, t in sessions],
             )
+
+    def remember_session(
+        self, session_id: str, username: str, groups: list[str], path: str, action: str, protocol: str
+    ) -> None:
+        self.remember_sessions([(session_id, username, groups, path, action, protocol, time.time())])
 
     def media_sessions(self, username: str | None = None) -> list[sqlite3.Row]:
         if username is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ class Claims:
     permissions: tuple[dict[str, str], ...]
     issued_at: int
     expires_at: int
+    not_before: int = 0
     service: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -50,12 +52,26 @@ def thumbprint(key: ECKey) -> str:
 
 
 class TokenIssuer:
+    CACHE_SIZE = 20_000
+
     def __init__(self, store: Store, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
         self._cache_version = -1
         self._keys: list[tuple[str, ECKey, float, float | None]] = []
+        # Verified tokens by their text: MediaMTX asks again for every connection (and HLS request) with the same
+        # token, and an ECDSA check costs far more than the rest of a decision. Expiry, the key still being
+        # published and revocation are checked again on every hit.
+        self._verified: OrderedDict[str, tuple[str, Claims]] = OrderedDict()
+        self._registry = JWTClaimsRegistry(
+            now=lambda: int(self.clock()),
+            iss={"essential": True, "value": settings.jwt_issuer},
+            aud={"essential": True, "value": settings.jwt_audience},
+            sub={"essential": True},
+            exp={"essential": True},
+            iat={"essential": True},
+        )
 
     # -- keys -------------------------------------------------------------------------------------------------
     def _load(self) -> list[tuple[str, ECKey, float, float | None]]:
@@ -71,6 +87,12 @@ class TokenIssuer:
 
     def _invalidate(self) -> None:
         self._keys = []
+
+    def revoke(self, username: str, before: float) -> None:
+        """Every token issued to `username` before `before` stops working (also those already verified)."""
+        with self.store.transaction() as db:
+            self.store.revoke_tokens(db, username, before)
+        self._invalidate()
 
     def ensure_key(self) -> str | None:
         """Create the first signing key when there is none; its kid, or None when keys existed."""
@@ -165,40 +187,48 @@ class TokenIssuer:
 
     def verify(self, token: str) -> Claims:
         now = self.clock()
-        published: list[Any] = [key for _, key, _, retire in self._load() if retire is None or retire > now]
+        published = {kid: key for kid, key, _, retire in self._load() if retire is None or retire > now}
+        cached = self._verified.get(token)
+        if cached is not None:
+            kid, claims = cached
+            self._verified.move_to_end(token)
+        else:
+            kid, claims = self._verify_signature(token, published)
+            self._verified[token] = (kid, claims)
+            if len(self._verified) > self.CACHE_SIZE:
+                self._verified.popitem(last=False)
+        if kid not in published:
+            raise TokenInvalid("unknown kid")
+        if not claims.not_before <= now < claims.expires_at:
+            raise TokenInvalid("expired or not yet valid")
+        if claims.issued_at < self.store.revoked_before(claims.subject):
+            raise TokenInvalid("revoked")
+        return claims
+
+    def _verify_signature(self, token: str, published: dict[str, ECKey]) -> tuple[str, Claims]:
         if not published:
             raise TokenInvalid("no signing keys")
-        keyset = KeySet(published)
         try:
-            decoded = jwt.decode(token, keyset, algorithms=[ALGORITHM])
-            registry = JWTClaimsRegistry(
-                now=int(now),
-                iss={"essential": True, "value": self.settings.jwt_issuer},
-                aud={"essential": True, "value": self.settings.jwt_audience},
-                sub={"essential": True},
-                exp={"essential": True},
-                iat={"essential": True},
-            )
-            registry.validate(decoded.claims)
+            decoded = jwt.decode(token, KeySet(list[Any](published.values())), algorithms=[ALGORITHM])
+            self._registry.validate(decoded.claims)
         except (JoseError, ValueError) as error:
             raise TokenInvalid(type(error).__name__) from error
-        claims = decoded.claims
-        if decoded.header.get("kid") not in {thumbprint(key) for key in published}:
+        kid = decoded.header.get("kid")
+        if kid not in published:
             raise TokenInvalid("unknown kid")
+        claims = decoded.claims
         permissions = claims.get(self.settings.jwt_claim_key)
         groups = claims.get("groups", [])
         if not isinstance(permissions, list) or not isinstance(groups, list):
             raise TokenInvalid("malformed claims")
-        subject = str(claims["sub"])
         issued_at = int(claims["iat"])
-        if issued_at < self.store.revoked_before(subject):
-            raise TokenInvalid("revoked")
-        return Claims(
-            subject=subject,
+        return str(kid), Claims(
+            subject=str(claims["sub"]),
             groups=tuple(str(group) for group in groups),
             permissions=tuple(p for p in permissions if isinstance(p, dict)),
             issued_at=issued_at,
             expires_at=int(claims["exp"]),
+            not_before=int(claims.get("nbf", issued_at)),
             service=claims.get("svc") is True,
         )
 
