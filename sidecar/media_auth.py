@@ -15,7 +15,7 @@ from sidecar.identity import Principal, Role, RolePolicy, TrustedProxies
 from sidecar.policy import SERVICE_ACTIONS, VIEW_ACTIONS, glob_to_regex, is_glob, normalise_path
 from sidecar.publishers import Publishers
 from sidecar.rules import RuleBook
-from sidecar.store import Store
+from sidecar.store import SessionRow, Store
 from sidecar.tokens import Claims, TokenInvalid, TokenIssuer
 
 FIELDS = ("ip", "user", "password", "token", "action", "path", "protocol", "query", "userAgent")
@@ -79,6 +79,7 @@ class Verdict:
     reason: str
     username: str = ""
     groups: tuple[str, ...] = ()
+    kind: str = "user"  # user, publisher or service: how revocation re-decides the session later
 
 
 def looks_like_jwt(value: str) -> bool:
@@ -121,7 +122,7 @@ class MediaAuth:
         local_api: TrustedProxies,
     ) -> None:
         self.local_api = local_api
-        self._pending: list[tuple[str, str, list[str], str, str, str, float]] = []
+        self._pending: list[SessionRow] = []
         self.rules = rules
         self.roles = roles
         self.tokens = tokens
@@ -141,14 +142,16 @@ class MediaAuth:
         if request.user and password:
             publisher = self.publishers.may_publish(request.user, password, request.path)
             if publisher is not None and request.action == "publish":
-                return Verdict(True, f"publisher {publisher.name} may publish to {publisher.pattern}", publisher.name)
+                reason = f"publisher {publisher.name} may publish to {publisher.pattern}"
+                return Verdict(True, reason, publisher.name, kind="publisher")
         if password and hmac.compare_digest(password.encode(), self.api_key.encode()):
             service = Principal(username="api-key", role=Role.SERVICE, source="api_key")
             decision = self.rules.decide(service, request.path, request.action)
-            return Verdict(decision.allowed, decision.reason, service.username)
+            return Verdict(decision.allowed, decision.reason, service.username, kind="service")
         if not (request.user or password or token):
             if request.action in SERVICE_ACTIONS and self.local_api.contains(request.ip):
-                return Verdict(True, f"{request.action} from a local API client ({request.ip})", "local-api")
+                reason = f"{request.action} from a local API client ({request.ip})"
+                return Verdict(True, reason, "local-api", kind="service")
             return Verdict(False, "no credentials")
         return Verdict(False, "credentials not accepted")
 
@@ -162,7 +165,8 @@ class MediaAuth:
             principal = self.roles.principal(claims.subject, claims.groups, source="token")
         # The token proves who and what was granted; the current rules decide whether it still holds.
         decision = self.rules.decide(principal, request.path, request.action)
-        return Verdict(decision.allowed, decision.reason, claims.subject, tuple(claims.groups))
+        kind = "service" if claims.service else "user"
+        return Verdict(decision.allowed, decision.reason, claims.subject, tuple(claims.groups), kind)
 
     def remember(self, request: AuthRequest, verdict: Verdict) -> None:
         """Note which MediaMTX session the sidecar let in for whom, so revocation can kick exactly those.
@@ -171,8 +175,18 @@ class MediaAuth:
         """
         if not (verdict.allowed and request.id and request.action in SESSION_ACTIONS and verdict.username):
             return
-        entry = (request.id, verdict.username, list(verdict.groups), request.path, request.action, request.protocol)
-        self._pending.append((*entry, time.time()))
+        self._pending.append(
+            (
+                request.id,
+                verdict.username,
+                list(verdict.groups),
+                request.path,
+                request.action,
+                request.protocol,
+                verdict.kind,
+                time.time(),
+            )
+        )
         if len(self._pending) == 1:
             try:
                 asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush_sessions)

@@ -31,8 +31,8 @@ def normalise_path(raw: str) -> str | None:
     be sidestepped.
     """
     path = raw[1:] if raw.startswith("/") else raw
-    if not path or len(path) > MAX_PATH_LENGTH:
-        return None
+    if not path or len(path) > MAX_PATH_LENGTH or path.startswith("~"):
+        return None  # a leading `~` makes MediaMTX read a permission path as a regular expression
     for segment in path.split("/"):
         if segment in ("", ".", "..") or not _SEGMENT.fullmatch(segment):
             return None
@@ -69,6 +69,8 @@ def validate_pattern(pattern: str) -> str:
     if not pattern or len(pattern) > MAX_PATH_LENGTH:
         raise InvalidPattern("pattern must be 1 to 512 characters")
     path = pattern[1:] if pattern.startswith("/") else pattern
+    if path.startswith("~"):
+        raise InvalidPattern("pattern must not start with '~' (MediaMTX would read it as a regular expression)")
     for segment in path.split("/"):
         if segment in ("", ".", ".."):
             raise InvalidPattern("pattern has an empty, '.' or '..' segment")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sidecar.errors import BadRequest, NotFoundError
@@ -28,6 +29,7 @@ class Publisher:
 class Publishers:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.on_revoke: Callable[[str, str], None] | None = None  # kicks the credential's live streams
 
     def list(self) -> list[Publisher]:
         return [Publisher(r["name"], r["pattern"], r["created_by"], r["created_at"]) for r in self.store.publishers()]
@@ -52,6 +54,14 @@ class Publishers:
             if not self.store.delete_publisher(db, name):
                 raise NotFoundError(f"no publisher named {name!r}", field="name")
             self.store.audit(db, actor, "publisher.revoke", name)
+        if self.on_revoke is not None:
+            self.on_revoke(name, "publisher credential revoked")
+
+    def covers(self, name: str, path: str) -> bool:
+        """Whether the credential still exists and its pattern still covers the path (for live re-checks)."""
+        row = self.store.publisher(name)
+        normal = normalise_path(path)
+        return row is not None and normal is not None and Matcher({row["pattern"]: []}).match(normal) is not None
 
     def may_publish(self, name: str, secret: str, path: str) -> Publisher | None:
         """The credential, when the secret is right and its pattern covers the path; same work either way."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sidecar.directory import Directory, DirectoryError
 from sidecar.identity import RolePolicy
 from sidecar.mediamtx import MediaMTXClient, MediaMTXError, MediaMTXNotFound, SessionKind
+from sidecar.publishers import Publishers
 from sidecar.rules import RuleBook
 from sidecar.store import Store
 from sidecar.tokens import TokenIssuer
@@ -51,8 +52,10 @@ class Revoker:
         roles: RolePolicy,
         mediamtx: MediaMTXClient | None,
         tokens: TokenIssuer,
+        publishers: Publishers,
     ) -> None:
         self.tokens = tokens
+        self.publishers = publishers
         self.before_recheck: Callable[[], None] | None = None  # writes sessions still held in memory
         self.store = store
         self.rules = rules
@@ -63,11 +66,14 @@ class Revoker:
 
     def user_lost_access(self, username: str, reason: str) -> None:
         """Tokens issued so far stop working, and the user's live sessions are re-checked in the background."""
-        self.tokens.revoke(username, time.time() + 1)
+        self.tokens.revoke(username, time.time())
         self._spawn(username, reason)
 
     def rules_changed(self, reason: str) -> None:
         self._spawn(None, reason)
+
+    def publisher_revoked(self, name: str, reason: str) -> None:
+        self._spawn(name, reason)
 
     def _spawn(self, username: str | None, reason: str) -> None:
         try:
@@ -89,26 +95,32 @@ class Revoker:
         groups_now: dict[str, tuple[str, ...] | None] = {}
         kicks: list[Kick] = []
         for row in self.store.media_sessions(username):
-            name = row["username"]
-            if name not in groups_now:
-                groups_now[name] = await self._current_groups(name, tuple(json.loads(row["groups"])))
-            groups = groups_now[name]
-            principal = self.roles.principal(name, groups or (), source="recheck")
-            if groups is not None and self.rules.decide(principal, row["path"], row["action"]).allowed:
-                continue
+            name, kind = row["username"], row["kind"]
+            if kind == "service":
+                continue  # the API key and local API clients are not subject to path rules
+            if kind == "publisher":
+                if self.publishers.covers(name, row["path"]):
+                    continue
+            else:
+                if name not in groups_now:
+                    groups_now[name] = await self._current_groups(name, tuple(json.loads(row["groups"])))
+                groups = groups_now[name]
+                principal = self.roles.principal(name, groups or (), source="recheck")
+                if groups is not None and self.rules.decide(principal, row["path"], row["action"]).allowed:
+                    continue
             kicks.append(await self._kick(row["id"], name, row["path"], row["protocol"], reason))
         return kicks
 
     async def _current_groups(self, username: str, remembered: tuple[str, ...]) -> tuple[str, ...] | None:
-        """The user's groups now; None when the user is gone or inactive. Unknown users keep what was remembered
-        (publishers, the API key) so only rule changes decide for them."""
+        """The user's groups now; None when the user is gone or inactive. When the directory cannot say, the
+        groups remembered from the token decide (rule changes still apply)."""
         try:
             user = await self.directory.get_user(username)
         except DirectoryError:
             return remembered
-        if user is None:
-            return remembered if self.store.publisher(username) is not None or not remembered else None
-        return user.groups if user.is_active else None
+        if user is None or not user.is_active:
+            return None
+        return user.groups
 
     async def _kick(self, session_id: str, username: str, path: str, protocol: str, reason: str) -> Kick:
         kicked = False

@@ -127,7 +127,8 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
     if settings.mediamtx_api_url:
         mediamtx = MediaMTXClient(http, settings.mediamtx_api_url, auth=ServiceTokenAuth(tokens))
     users = UserAdmin(store, directory, roles)
-    revoker = Revoker(store, rules, directory, roles, mediamtx, tokens)
+    revoker = Revoker(store, rules, directory, roles, mediamtx, tokens, publishers)
+    publishers.on_revoke = revoker.publisher_revoked
     media_auth = MediaAuth(
         rules,
         roles,

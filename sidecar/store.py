@@ -86,7 +86,14 @@ SCHEMA = [
     );
     CREATE INDEX media_sessions_user ON media_sessions(username);
     """,
+    """
+    ALTER TABLE media_sessions ADD COLUMN kind TEXT NOT NULL DEFAULT 'user';
+    """,
 ]
+
+
+# (id, username, groups, path, action, protocol, kind, allowed_at); kind is user, publisher or service
+SessionRow = tuple[str, str, list[str], str, str, str, str, float]
 
 
 @dataclass(frozen=True)
@@ -357,20 +364,28 @@ class Store:
         )
 
     # -- media sessions the sidecar allowed (for revocation) ---------------------------------------------------
-    def remember_sessions(self, sessions: list[tuple[str, str, list[str], str, str, str, float]]) -> None:
-        """Store (id, username, groups, path, action, protocol, allowed_at) rows in one transaction."""
+    def remember_sessions(self, sessions: list[SessionRow]) -> None:
+        """Store (id, username, groups, path, action, protocol, kind, allowed_at) rows in one transaction."""
         with self.transaction() as db:
             db.executemany(
-                "INSERT INTO media_sessions(id, username, groups, path, action, protocol, allowed_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET username=excluded.username, "
-                "groups=excluded.groups, path=excluded.path, action=excluded.action, protocol=excluded.protocol",
-                [(i, u, json.dumps(sorted(g)), p, a, pr, t) for i, u, g, p, a, pr, t in sessions],
+                "INSERT INTO media_sessions(id, username, groups, path, action, protocol, kind, allowed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET username=excluded.username, "
+                "groups=excluded.groups, path=excluded.path, action=excluded.action, protocol=excluded.protocol, "
+                "kind=excluded.kind",
+                [(i, u, json.dumps(sorted(g)), p, a, pr, k, t) for i, u, g, p, a, pr, k, t in sessions],
             )
 
     def remember_session(
-        self, session_id: str, username: str, groups: list[str], path: str, action: str, protocol: str
+        self,
+        session_id: str,
+        username: str,
+        groups: list[str],
+        path: str,
+        action: str,
+        protocol: str,
+        kind: str = "user",
     ) -> None:
-        self.remember_sessions([(session_id, username, groups, path, action, protocol, time.time())])
+        self.remember_sessions([(session_id, username, groups, path, action, protocol, kind, time.time())])
 
     def media_sessions(self, username: str | None = None) -> list[sqlite3.Row]:
         if username is None:

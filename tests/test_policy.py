@@ -283,16 +283,27 @@ def test_matcher_with_many_rules_picks_a_matching_rule_and_prefers_exact(rule_pa
         assert found.pattern == path
 
 
-rich_patterns = st.lists(
-    st.one_of(
-        st.text(alphabet="aZ09_.~:@+=,-*", min_size=1, max_size=6).filter(
-            lambda seg: seg not in (".", "..") and ("**" not in seg or seg == "**")
+rich_patterns = (
+    st.lists(
+        st.one_of(
+            st.text(alphabet="aZ09_.~:@+=,-*", min_size=1, max_size=6).filter(
+                lambda seg: seg not in (".", "..") and ("**" not in seg or seg == "**")
+            ),
+            st.just("**"),
         ),
-        st.just("**"),
-    ),
-    min_size=1,
-    max_size=5,
-).map("/".join)
+        min_size=1,
+        max_size=5,
+    )
+    .map("/".join)
+    .filter(lambda pattern: not pattern.startswith("~"))
+)  # a leading ~ is refused (MediaMTX regex)
+
+
+@pytest.mark.parametrize("raw", ["~.", "~^live/.*$", "/~live"])
+def test_leading_tilde_is_never_a_path_or_pattern_because_mediamtx_reads_it_as_a_regex(raw: str) -> None:
+    assert normalise_path(raw) is None
+    with pytest.raises(InvalidPattern):
+        validate_pattern(raw)
 
 
 @hsettings(max_examples=200)

@@ -60,6 +60,7 @@ async def jwks(request: Request) -> Response:
 
 
 async def hook(request: Request) -> Response:
+    _from_mediamtx(request)
     svc = services(request)
     key = request.headers.get("x-api-key", "")
     if not key or not hmac.compare_digest(key.encode(), svc.secrets.api_key.encode()):
@@ -81,6 +82,7 @@ async def hook(request: Request) -> Response:
         raise BadRequest("hook fields must be strings of at most 1024 characters")
     if not fields["path"]:
         raise BadRequest("path is required", field="path")
+    svc.media_auth.flush_sessions()  # an unread may follow its read callback within the batching delay
     svc.live.apply(event, **{name: str(value) for name, value in fields.items()})
     return Response(status_code=204)
 

@@ -1,0 +1,407 @@
+"""Taking access away from streams already playing: membership removal, deactivation and rule changes kick exactly the
+sessions that are now denied (through the fake MediaMTX's control API), with an audit event each; MediaMTX being
+down or no longer knowing a session is no error; `tak_*` groups stay out of reach."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import types
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from sidecar import revocation as revocation_module
+from sidecar.app import create_app
+from sidecar.runtime import Services
+from sidecar.settings import Settings
+from sidecar.store import AuditEvent
+from tests.fake_mediamtx import FakeMediaMTX, create_fake_mediamtx
+from tests.helpers import ADMIN_PASSWORD, API_KEY, TRUSTED_PEER, bootstrapped_settings, cheapen_bcrypt, login
+
+pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
+
+KEY = {"x-api-key": API_KEY}
+PASSWORDS = {"bob": "bob-password-1", "carol": "carol-password-1", "admin": ADMIN_PASSWORD}
+RULES = ({"pattern": "live/**", "groups": ["vid_public"]}, {"pattern": "live/private/*", "groups": ["vid_private"]})
+# The callback's `protocol` and the MediaMTX list its sessions live in.
+KINDS = {
+    "rtsp": "rtspsessions",
+    "hls": "hlssessions",
+    "webrtc": "webrtcsessions",
+    "rtmp": "rtmpconns",
+    "srt": "srtconns",
+}
+
+
+class Switchable(httpx.AsyncBaseTransport):
+    """The fake MediaMTX, or (when `down`) a refused connection, as if MediaMTX had stopped."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.down = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def callback_body(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "ip": "192.0.2.10",
+        "user": "",
+        "password": "",
+        "token": "",
+        "action": "read",
+        "path": "live/cam1",
+        "protocol": "rtsp",
+        "id": None,
+        "query": "",
+        "userAgent": "",
+    }
+    body.update(fields)
+    return body
+
+
+@dataclass(frozen=True)
+class Playing:
+    kind: str
+    id: str
+    username: str
+    path: str
+
+
+@dataclass
+class Env:
+    client: TestClient
+    fake: FakeMediaMTX
+    settings: Settings
+    transport: Switchable
+
+    @property
+    def services(self) -> Services:
+        found: Services = self.client.app.state.services  # type: ignore[attr-defined]
+        return found
+
+    def auth(self, **fields: Any) -> httpx.Response:
+        return self.client.post("/mediamtx/auth", json=callback_body(**fields))
+
+    def sign_in(self, username: str = "admin") -> dict[str, str]:
+        self.client.cookies.clear()
+        return login(self.client, username, PASSWORDS[username])
+
+    def token(self, username: str, path: str) -> str:
+        headers = self.sign_in(username)
+        response = self.client.post("/api/v1/streams/token", json={"path": path}, headers=headers)
+        assert response.status_code == 200, response.text
+        token: str = response.json()["token"]
+        return token
+
+    def play(self, username: str, path: str, protocol: str, *, known_to_mediamtx: bool = True) -> Playing:
+        """A viewer starts playing: MediaMTX asks the callback (with the session id), then lists the session."""
+        session_id = str(uuid.uuid4())
+        token = self.token(username, path)
+        carrier = {"token": token} if protocol in ("rtsp", "rtmp", "srt") else {"query": f"token={token}"}
+        response = self.auth(path=path, protocol=protocol, id=session_id, **carrier)
+        assert response.status_code == 200, response.text
+        kind = KINDS[protocol]
+        if known_to_mediamtx:
+            self.fake.add_session(kind, id=session_id, path=path, user="")
+        return Playing(kind, session_id, username, path)
+
+    def settle(self) -> None:
+        """Wait (at most 5 s) for the background re-checks that a change started."""
+
+        async def idle() -> None:
+            await asyncio.wait_for(self.services.revoker.idle(), 5)
+
+        self.client.portal.call(idle)
+
+    def kicked(self) -> set[tuple[str, str]]:
+        return set(self.fake.kicked)
+
+    def kick_events(self) -> list[AuditEvent]:
+        return self.services.store.list_audit(limit=1000, action="session.kick")
+
+    def remembered(self, username: str | None = None) -> set[str]:
+        return {row["id"] for row in self.services.store.media_sessions(username)}
+
+    def wait_until_remembered(self, *sessions: Playing) -> None:
+        """Wait (at most 5 s) until these sessions are remembered: they may be written a moment after the answer."""
+        deadline = time.monotonic() + 5
+        while not {session.id for session in sessions} <= self.remembered():
+            assert time.monotonic() < deadline, "allowed sessions were not remembered within 5 s"
+            time.sleep(0.02)
+
+
+def keys(*sessions: Playing) -> set[tuple[str, str]]:
+    return {(session.kind, session.id) for session in sessions}
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    found = bootstrapped_settings(tmp_path / "data", mediamtx_api_url="http://mediamtx.test")
+    fake = create_fake_mediamtx()
+    transport = Switchable(httpx.ASGITransport(app=fake.app))
+    app = create_app(found, transport=transport)
+    with TestClient(app, client=TRUSTED_PEER, base_url="http://testserver", raise_server_exceptions=False) as client:
+        env = Env(client, fake, found, transport)
+        for rule in RULES:
+            assert client.put("/api/v1/rules", json=rule, headers=KEY).status_code == 200
+        users = env.services.users
+        with pytest.MonkeyPatch.context() as patch:
+            cheapen_bcrypt(patch)
+            client.portal.call(users.add_user, "bob", ["vid_public"], PASSWORDS["bob"], "test")
+            client.portal.call(users.add_user, "carol", ["vid_public", "vid_private"], PASSWORDS["carol"], "test")
+        env.settle()
+        yield env
+        env.settle()
+
+
+@pytest.fixture
+def bob_everywhere(env: Env) -> list[Playing]:
+    """bob watching live/cam1 over every protocol."""
+    return [env.play("bob", "live/cam1", protocol) for protocol in KINDS]
+
+
+@pytest.fixture
+def carol_playing(env: Env) -> dict[str, Playing]:
+    return {"cam1": env.play("carol", "live/cam1", "rtsp"), "private": env.play("carol", "live/private/x", "hls")}
+
+
+# --- (a) removal from a group -----------------------------------------------------------------------------------------
+
+
+def test_removing_the_group_kicks_every_session_of_the_user(
+    env: Env, bob_everywhere: list[Playing], carol_playing: dict[str, Playing]
+) -> None:
+    old_token = env.token("bob", "live/cam1")
+    assert env.auth(token=old_token).status_code == 200
+    headers = env.sign_in()
+    response = env.client.delete("/api/v1/users/bob/groups/vid_public", headers=headers)
+    assert response.status_code == 200
+    assert response.json()["changed"] is True
+    env.settle()
+
+    assert env.kicked() == keys(*bob_everywhere)
+    assert env.remembered("bob") == set()
+    assert env.remembered("carol") == {session.id for session in carol_playing.values()}
+    for session in carol_playing.values():
+        assert session.id in env.fake.session_ids(session.kind)
+
+    events = env.kick_events()
+    assert sorted(event.detail["session"] for event in events) == sorted(s.id for s in bob_everywhere)
+    for event in events:
+        assert event.target == "bob" and event.actor == "sidecar"
+        assert event.detail["kicked"] is True and event.detail["path"] == "live/cam1"
+        assert "vid_public" in event.detail["reason"]
+    assert {event.detail["protocol"] for event in events} == set(KINDS)
+    listed = env.client.get("/api/v1/audit", params={"action": "session.kick"}, headers=env.sign_in())
+    assert listed.status_code == 200
+    assert sorted(event["detail"]["session"] for event in listed.json()["events"]) == sorted(
+        s.id for s in bob_everywhere
+    )
+    # The user's earlier tokens stop working at once.
+    assert env.auth(token=old_token).status_code == 401
+
+
+def test_removing_one_of_two_groups_kicks_only_what_is_no_longer_allowed(
+    env: Env, carol_playing: dict[str, Playing]
+) -> None:
+    headers = env.sign_in()
+    assert env.client.delete("/api/v1/users/carol/groups/vid_private", headers=headers).status_code == 200
+    env.settle()
+    assert env.kicked() == keys(carol_playing["private"])
+    assert env.remembered("carol") == {carol_playing["cam1"].id}
+    assert carol_playing["cam1"].id in env.fake.session_ids("rtspsessions")
+    assert [event.detail["session"] for event in env.kick_events()] == [carol_playing["private"].id]
+
+
+def test_removing_a_group_the_user_is_not_in_changes_nothing(env: Env, bob_everywhere: list[Playing]) -> None:
+    env.wait_until_remembered(*bob_everywhere)
+    headers = env.sign_in()
+    response = env.client.delete("/api/v1/users/bob/groups/vid_private", headers=headers)
+    assert response.status_code == 200 and response.json()["changed"] is False
+    env.settle()
+    assert env.kicked() == set() and env.kick_events() == []
+    assert env.remembered("bob") == {session.id for session in bob_everywhere}
+
+
+# --- (b) deactivation -------------------------------------------------------------------------------------------------
+
+
+def test_deactivating_the_user_kicks_every_session(
+    env: Env, bob_everywhere: list[Playing], carol_playing: dict[str, Playing]
+) -> None:
+    old_token = env.token("bob", "live/cam1")
+    headers = env.sign_in()
+    response = env.client.patch("/api/v1/users/bob", json={"is_active": False}, headers=headers)
+    assert response.status_code == 200
+    env.settle()
+    assert env.kicked() == keys(*bob_everywhere)
+    assert {event.target for event in env.kick_events()} == {"bob"}
+    assert len(env.kick_events()) == len(bob_everywhere)
+    assert all(event.detail["reason"] == "deactivated" for event in env.kick_events())
+    assert env.remembered("carol") == {session.id for session in carol_playing.values()}
+    assert env.auth(token=old_token).status_code == 401
+
+
+# --- (c) rule changes -------------------------------------------------------------------------------------------------
+
+
+def test_changing_a_rules_groups_kicks_the_sessions_it_no_longer_shows(
+    env: Env, bob_everywhere: list[Playing], carol_playing: dict[str, Playing]
+) -> None:
+    headers = env.sign_in()
+    rule = {"pattern": "live/**", "groups": ["vid_private"]}
+    assert env.client.put("/api/v1/rules", json=rule, headers=headers).status_code == 200
+    env.settle()
+    # bob (vid_public only) loses live/cam1; carol (also vid_private) keeps both of hers.
+    assert env.kicked() == keys(*bob_everywhere)
+    assert env.remembered("carol") == {session.id for session in carol_playing.values()}
+    assert {event.target for event in env.kick_events()} == {"bob"}
+    assert all("live/**" in event.detail["reason"] for event in env.kick_events())
+
+
+def test_deleting_a_rule_kicks_viewers_of_the_paths_it_covered(
+    env: Env, bob_everywhere: list[Playing], carol_playing: dict[str, Playing]
+) -> None:
+    headers = env.sign_in()
+    assert env.client.delete("/api/v1/rules", params={"pattern": "live/**"}, headers=headers).status_code == 200
+    env.settle()
+    # live/cam1 has no rule now (admins only); live/private/x still has its own.
+    assert env.kicked() == keys(*bob_everywhere, carol_playing["cam1"])
+    assert env.remembered() == {carol_playing["private"].id}
+
+
+def test_an_unrelated_rule_change_kicks_nobody(
+    env: Env, bob_everywhere: list[Playing], carol_playing: dict[str, Playing]
+) -> None:
+    headers = env.sign_in()
+    rule = {"pattern": "other/**", "groups": ["vid_private"]}
+    assert env.client.put("/api/v1/rules", json=rule, headers=headers).status_code == 200
+    env.settle()
+    assert env.kicked() == set() and env.kick_events() == []
+    assert len(env.remembered()) == len(bob_everywhere) + len(carol_playing)
+
+
+def test_a_publishers_stream_survives_an_unrelated_rule_change(env: Env) -> None:
+    headers = env.sign_in()
+    created = env.client.post("/api/v1/publishers", json={"name": "drone1", "pattern": "drones/**"}, headers=headers)
+    assert created.status_code == 201
+    secret = created.json()["secret"]
+    session_id = str(uuid.uuid4())
+    fields = {"user": "drone1", "password": secret, "token": secret, "action": "publish", "path": "drones/d1"}
+    assert env.auth(id=session_id, **fields).status_code == 200
+    env.fake.add_session("rtspsessions", id=session_id, path="drones/d1", state="publish")
+    env.wait_until_remembered(Playing("rtspsessions", session_id, "drone1", "drones/d1"))
+    rule = {"pattern": "other/**", "groups": ["vid_private"]}
+    assert env.client.put("/api/v1/rules", json=rule, headers=headers).status_code == 200
+    env.settle()
+    assert env.kicked() == set()
+
+
+def test_an_api_key_session_survives_an_unrelated_rule_change(env: Env) -> None:
+    session_id = str(uuid.uuid4())
+    fields = {"password": API_KEY, "token": API_KEY, "path": "live/private/x", "protocol": "rtsp"}
+    assert env.auth(id=session_id, **fields).status_code == 200
+    env.fake.add_session("rtspsessions", id=session_id, path="live/private/x")
+    env.wait_until_remembered(Playing("rtspsessions", session_id, "api-key", "live/private/x"))
+    headers = env.sign_in()
+    rule = {"pattern": "other/**", "groups": ["vid_private"]}
+    assert env.client.put("/api/v1/rules", json=rule, headers=headers).status_code == 200
+    env.settle()
+    assert env.kicked() == set()
+
+
+def test_a_token_issued_well_after_a_revocation_works(
+    env: Env, carol_playing: dict[str, Playing], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = {"t": float(int(env.services.tokens.clock())) + 0.2}
+    clock = types.SimpleNamespace(time=lambda: now["t"])
+    monkeypatch.setattr(revocation_module, "time", clock)
+    monkeypatch.setattr(env.services.tokens, "clock", clock.time)
+    headers = env.sign_in()
+    assert env.client.delete("/api/v1/users/carol/groups/vid_private", headers=headers).status_code == 200
+    env.settle()
+    now["t"] += 1.5  # carol, still in vid_public, opens live/cam1 one and a half seconds later
+    token = env.token("carol", "live/cam1")
+    assert env.auth(token=token).status_code == 200
+
+
+# --- MediaMTX no longer knows the session, or is down -----------------------------------------------------------------
+
+
+def test_a_session_mediamtx_no_longer_knows_is_forgotten_without_error(env: Env) -> None:
+    gone_rtsp = env.play("bob", "live/cam1", "rtsp", known_to_mediamtx=False)
+    gone_hls = env.play("bob", "live/cam1", "hls", known_to_mediamtx=False)
+    live = env.play("bob", "live/cam1", "webrtc")
+    headers = env.sign_in()
+    response = env.client.delete("/api/v1/users/bob/groups/vid_public", headers=headers)
+    assert response.status_code == 200
+    env.settle()
+    assert env.kicked() == keys(live)
+    assert env.remembered("bob") == set()
+    outcome = {event.detail["session"]: event.detail["kicked"] for event in env.kick_events()}
+    assert outcome == {gone_rtsp.id: False, gone_hls.id: False, live.id: True}
+    # An RTSP id is looked for in the RTSP and RTSPS lists before giving up.
+    kick_paths = [r.path for r in env.fake.requests if "/kick/" in r.path]
+    assert f"/v3/rtspsessions/kick/{gone_rtsp.id}" in kick_paths
+    assert f"/v3/rtspssessions/kick/{gone_rtsp.id}" in kick_paths
+
+
+def test_mediamtx_down_is_no_500_and_the_audit_says_not_kicked(env: Env, bob_everywhere: list[Playing]) -> None:
+    headers = env.sign_in()
+    env.transport.down = True
+    response = env.client.delete("/api/v1/users/bob/groups/vid_public", headers=headers)
+    assert response.status_code == 200
+    env.settle()
+    env.transport.down = False
+    assert env.kicked() == set()
+    events = env.kick_events()
+    assert sorted(event.detail["session"] for event in events) == sorted(s.id for s in bob_everywhere)
+    assert all(event.detail["kicked"] is False for event in events)
+
+
+def test_mediamtx_failing_is_no_500_and_the_audit_says_not_kicked(env: Env, bob_everywhere: list[Playing]) -> None:
+    headers = env.sign_in()
+    env.fake.fail_next(500, times=len(bob_everywhere) * 2)
+    response = env.client.patch("/api/v1/users/bob", json={"is_active": False}, headers=headers)
+    assert response.status_code == 200
+    env.settle()
+    assert env.kicked() == set()
+    assert [event.detail["kicked"] for event in env.kick_events()] == [False] * len(bob_everywhere)
+
+
+# --- tak_* groups are out of reach ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("group", ["tak_ops", "tak_admin", "TAK_ops", "vid_public|tak_ops", "authentik Admins"])
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_foreign_groups_cannot_be_touched_through_the_membership_api(
+    env: Env, bob_everywhere: list[Playing], method: str, group: str
+) -> None:
+    bob_token = env.token("bob", "live/cam1")
+    headers = env.sign_in()
+    for how in (headers, KEY):
+        response = env.client.request(method, f"/api/v1/users/bob/groups/{group}", headers=how)
+        assert response.status_code == 403, response.text
+        assert isinstance(response.json()["error"], str)
+    denied = env.services.store.list_audit(action="group.denied")
+    assert [event.target for event in denied] == [group, group]
+    assert {event.actor for event in denied} == {"admin", "api-key"}
+    env.settle()
+    assert env.kicked() == set() and env.kick_events() == []
+    assert env.auth(token=bob_token).status_code == 200  # nothing was revoked either
+    bob = env.client.portal.call(env.services.directory.get_user, "bob")
+    assert bob is not None and list(bob.groups) == ["vid_public"]
