@@ -52,8 +52,9 @@ class RuleBook:
         return decision
 
     async def check_groups(self, groups: object) -> list[str]:
-        if not isinstance(groups, list) or not groups or not all(isinstance(group, str) for group in groups):
-            raise BadRequest("groups must be a non-empty list of group names", field="groups")
+        # An empty list is meaningful: the pattern is for admins only, even where a broader rule names groups.
+        if not isinstance(groups, list) or not all(isinstance(group, str) for group in groups):
+            raise BadRequest("groups must be a list of group names ([] for admins only)", field="groups")
         for group in groups:
             if not group.startswith(self.roles.prefix) or GROUP_SEPARATOR in group:
                 raise BadRequest(

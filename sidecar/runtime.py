@@ -22,6 +22,7 @@ from sidecar.revocation import Revoker
 from sidecar.rules import RuleBook
 from sidecar.sessions import LocalSessions
 from sidecar.settings import Settings
+from sidecar.sources import Sources
 from sidecar.store import Store
 from sidecar.tokens import ServiceTokenAuth, TokenIssuer
 from sidecar.users import UserAdmin
@@ -97,6 +98,7 @@ class Services:
     live: LiveStreams
     mediamtx: MediaMTXClient | None
     revoker: Revoker
+    sources: Sources
 
     async def aclose(self) -> None:
         await self.revoker.idle()
@@ -160,6 +162,7 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
         live=LiveStreams(store),
         mediamtx=mediamtx,
         revoker=revoker,
+        sources=Sources(store, mediamtx),
     )
 
 

@@ -57,7 +57,6 @@ async def test_set_rejects_invalid_pattern(services: Services, pattern: object) 
         ["vid_a|vid_b"],
         ["vid_public|vid_admin"],
         ["vid_public", "tak_admin"],
-        [],
         "vid_public",
         None,
         [None],
@@ -310,3 +309,13 @@ async def test_create_group_creates_once_and_audits(services: Services) -> None:
     assert "vid_pilots" in [group.name for group in await services.users.list_groups()]
     events = services.store.list_audit(action="group.create")
     assert [e.target for e in events if e.actor == "boss"] == ["vid_pilots"]
+
+
+async def test_empty_groups_make_a_path_admins_only_under_a_broader_rule(services: Services) -> None:
+    await services.rules.set("live/**", ["vid_public"], actor="test")
+    await services.rules.set("live/mission", [], actor="test")
+    viewer = services.roles.principal("v", ["vid_public"], source="test")
+    admin = services.roles.principal("a", ["vid_admin"], source="test")
+    assert services.rules.decide(viewer, "live/other", "read").allowed
+    assert not services.rules.decide(viewer, "live/mission", "read").allowed
+    assert services.rules.decide(admin, "live/mission", "read").allowed

@@ -105,6 +105,25 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/streams": {
                 "get": _op("Live streams the caller may watch (nothing about the others)", auth="any user with a group")
             },
+            "/api/v1/sources": {
+                "get": _op("MediaMTX path configurations (stream sources)"),
+                "post": _op(
+                    "Add a path with a source (rtsp://, rtmp://, http(s)://, srt://, whep(s)://, or publisher)",
+                    body={
+                        "type": "object",
+                        "required": ["name", "source"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "source": {"type": "string"},
+                            "source_on_demand": {"type": "boolean"},
+                        },
+                    },
+                ),
+            },
+            "/api/v1/sources/{name}": {
+                "patch": _op("Change a path's source or sourceOnDemand", path_params=("name",)),
+                "delete": _op("Remove a path configuration", path_params=("name",)),
+            },
             "/api/v1/audit": {"get": _op("Audit events, newest first", params=("action", "limit"))},
             "/api/v1/streams/token": {
                 "post": _op(

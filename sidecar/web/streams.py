@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from sidecar.errors import BadRequest, Forbidden
 from sidecar.media_auth import playback_permissions
-from sidecar.policy import is_glob
+from sidecar.policy import is_glob, normalise_path
 from sidecar.web.context import json_object, require, services
 
 
@@ -42,7 +42,17 @@ async def list_streams(request: Request) -> Response:
     else:
         streams = [{"name": s.path, "ready": True, "readers": len(s.readers)} for s in svc.live.ready()]
     visible = [s for s in streams if svc.rules.decide(who, str(s["name"]), "read").allowed]
-    return JSONResponse({"streams": visible})
+    body: dict[str, object] = {"streams": visible}
+    if who.is_admin:
+        # Admins also see which rule decides each path and which groups can be toggled on it.
+        matcher = svc.rules.matcher()
+        for stream in visible:
+            normal = normalise_path(str(stream["name"]))
+            rule = matcher.match(normal) if normal is not None else None
+            stream["rule"] = None if rule is None else {"pattern": rule.pattern, "groups": sorted(rule.groups)}
+            stream["exact_rule"] = rule is not None and rule.pattern == normal
+        body["groups"] = [group.name for group in await svc.users.list_groups()]
+    return JSONResponse(body)
 
 
 routes = [
