@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     jwt_audience: str = Field("mediamtx", description="`aud` of playback tokens (`authJWTAudience`).")
     jwt_claim_key: str = Field("mediamtx_permissions", description="Claim holding the permissions (`authJWTClaimKey`).")
     token_ttl_seconds: int = Field(600, ge=30, le=86400, description="Lifetime of a playback token.")
+    hls_url: str = Field(
+        "",
+        description="Base URL browsers load MediaMTX's HLS from (e.g. https://video.example.org:8888); empty means "
+        "the page's own host on port 8888.",
+    )
+    viewer_share_links: bool = Field(False, description="Whether viewers (not only admins) may create share links.")
     upstream_timeout: float = Field(5.0, gt=0, description="Seconds before a call to Authentik or MediaMTX gives up.")
     log_level: str = Field("INFO", description="Log level of the JSON logs.")
 
