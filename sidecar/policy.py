@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sidecar.identity import Principal, Role
 
@@ -17,12 +18,14 @@ ACTIONS = VIEW_ACTIONS | ADMIN_ACTIONS
 _SEGMENT = re.compile(r"[A-Za-z0-9_.~:@+=,-]+")
 _PATTERN_SEGMENT = re.compile(r"[A-Za-z0-9_.~:@+=,*-]+")
 MAX_PATH_LENGTH = 512
+MEMO_SIZE = 100_000
 
 
 class InvalidPattern(ValueError):
     """A rule pattern that cannot be compiled; the message says why."""
 
 
+@lru_cache(maxsize=65_536)
 def normalise_path(raw: str) -> str | None:
     """The canonical form of a stream path, or None when it is ambiguous and must be denied.
 
@@ -149,6 +152,7 @@ class Matcher:
         self.rules: dict[str, Rule] = {}
         self._root = _Node()
         self._folded_root = _Node()
+        self._memo: dict[str, Rule | None] = {}
         self._upper_patterns = any(pattern.casefold() != pattern for pattern in rules)
         for raw, groups in rules.items():
             pattern = validate_pattern(raw)
@@ -206,8 +210,16 @@ class Matcher:
         return min(found, key=lambda rule: _specificity(rule.pattern)) if found else None
 
     def match(self, path: str) -> Rule | None:
-        """The deciding rule for an already-normalised path."""
-        return self._run(self._root, path)
+        """The deciding rule for an already-normalised path (remembered: the same paths are asked again and again,
+        and a matcher is rebuilt whenever the rules change)."""
+        try:
+            return self._memo[path]
+        except KeyError:
+            pass
+        if len(self._memo) >= MEMO_SIZE:
+            self._memo.clear()
+        found = self._memo[path] = self._run(self._root, path)
+        return found
 
     def match_ignoring_case(self, path: str) -> Rule | None:
         """The rule that would decide if letter case did not count, to spot paths that dodge a rule by case."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from sidecar.directory import Directory
 from sidecar.errors import BadRequest, NotFoundError
@@ -88,6 +88,11 @@ class RuleBook:
                 raise NotFoundError(f"no rule for pattern {normal!r}", field="pattern")
             self.store.audit(db, actor, "rule.delete", normal)
         self._changed(f"rule {normal} deleted")
+
+    def readable(self, principal: Principal, paths: Iterable[str]) -> list[str]:
+        """The paths the principal may read, in order: one matcher for the whole list, no per-path counting."""
+        matcher = self.matcher()
+        return [path for path in paths if decide(matcher, principal, path, "read").allowed]
 
     def visible(self, principal: Principal) -> dict[str, list[str]]:
         """The rules whose groups intersect the principal's (all of them for admins)."""

@@ -41,7 +41,8 @@ async def list_streams(request: Request) -> Response:
         streams = [{"name": p.name, "ready": p.ready, "readers": len(p.readers)} for p in paths]
     else:
         streams = [{"name": s.path, "ready": True, "readers": len(s.readers)} for s in svc.live.ready()]
-    visible = [s for s in streams if svc.rules.decide(who, str(s["name"]), "read").allowed]
+    readable = set(svc.rules.readable(who, [str(s["name"]) for s in streams]))
+    visible = [s for s in streams if s["name"] in readable]
     body: dict[str, object] = {"streams": visible}
     if who.is_admin:
         # Admins also see which rule decides each path and which groups can be toggled on it.
