@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from sidecar.runtime import build_services
 from sidecar.settings import Settings
-from sidecar.web import api, auth, mediamtx, pages, publishers, service, sources, streams
+from sidecar.web import api, auth, mediamtx, pages, publishers, service, share, sources, streams
 from sidecar.web.errors import EXCEPTION_HANDLERS
 from sidecar.web.middleware import BodyLimit, Timing
 
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTr
         *streams.routes,
         *publishers.routes,
         *sources.routes,
+        *share.routes,
         *pages.routes,
         Mount("/overlay", StaticFiles(directory=STATIC_DIR), name="overlay"),
     ]

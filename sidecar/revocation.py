@@ -57,6 +57,8 @@ class Revoker:
         self.tokens = tokens
         self.publishers = publishers
         self.before_recheck: Callable[[], None] | None = None  # writes sessions still held in memory
+        # Token subjects that are not directory users (share links: `share:<id>`) and how to re-decide them.
+        self.subject_checks: dict[str, Callable[[str, str, str], bool]] = {}
         self.store = store
         self.rules = rules
         self.directory = directory
@@ -98,8 +100,12 @@ class Revoker:
             name, kind = row["username"], row["kind"]
             if kind == "service":
                 continue  # the API key and local API clients are not subject to path rules
+            check = next((c for prefix, c in self.subject_checks.items() if name.startswith(prefix)), None)
             if kind == "publisher":
                 if self.publishers.covers(name, row["path"]):
+                    continue
+            elif check is not None:
+                if check(name, row["path"], row["action"]):
                     continue
             else:
                 if name not in groups_now:

@@ -22,6 +22,7 @@ from sidecar.revocation import Revoker
 from sidecar.rules import RuleBook
 from sidecar.sessions import LocalSessions
 from sidecar.settings import Settings
+from sidecar.share_links import SUBJECT_PREFIX, ShareLinks
 from sidecar.sources import Sources
 from sidecar.store import Store
 from sidecar.tokens import ServiceTokenAuth, TokenIssuer
@@ -99,6 +100,7 @@ class Services:
     mediamtx: MediaMTXClient | None
     revoker: Revoker
     sources: Sources
+    share_links: ShareLinks
 
     async def aclose(self) -> None:
         await self.revoker.idle()
@@ -141,6 +143,8 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
         TrustedProxies.parse(settings.mediamtx_local_api_ips),
     )
     revoker.before_recheck = media_auth.flush_sessions
+    share_links = ShareLinks(store, rules, roles, tokens, revoker, settings)
+    revoker.subject_checks[SUBJECT_PREFIX] = share_links.still_plays
     rules.on_change = revoker.rules_changed
     users.on_lost_access = revoker.user_lost_access
     return Services(
@@ -163,6 +167,7 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
         mediamtx=mediamtx,
         revoker=revoker,
         sources=Sources(store, mediamtx),
+        share_links=share_links,
     )
 
 

@@ -89,6 +89,21 @@ SCHEMA = [
     """
     ALTER TABLE media_sessions ADD COLUMN kind TEXT NOT NULL DEFAULT 'user';
     """,
+    """
+    CREATE TABLE share_links (
+        id TEXT PRIMARY KEY,
+        secret_hash TEXT NOT NULL UNIQUE,
+        path TEXT NOT NULL,
+        groups TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        revoked_at REAL,
+        uses INTEGER NOT NULL DEFAULT 0,
+        last_used_at REAL
+    );
+    CREATE INDEX share_links_creator ON share_links(created_by);
+    """,
 ]
 
 
@@ -394,3 +409,52 @@ class Store:
 
     def forget_session(self, db: sqlite3.Connection, session_id: str) -> bool:
         return db.execute("DELETE FROM media_sessions WHERE id = ?", (session_id,)).rowcount > 0
+
+    # -- share links ------------------------------------------------------------------------------------------
+    # Every column but the secret's digest, which only the lookup by secret ever reads.
+    SHARE_LINK_COLUMNS = "id, path, groups, created_by, created_at, expires_at, revoked_at, uses, last_used_at"
+
+    def insert_share_link(
+        self,
+        db: sqlite3.Connection,
+        link_id: str,
+        secret_hash: str,
+        path: str,
+        groups: list[str],
+        created_by: str,
+        created_at: float,
+        expires_at: float | None,
+    ) -> None:
+        db.execute(
+            "INSERT INTO share_links(id, secret_hash, path, groups, created_by, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (link_id, secret_hash, path, json.dumps(sorted(groups)), created_by, created_at, expires_at),
+        )
+
+    def share_link(self, link_id: str) -> sqlite3.Row | None:
+        rows = self._read(f"SELECT {self.SHARE_LINK_COLUMNS} FROM share_links WHERE id = ?", (link_id,))  # noqa: S608
+        return rows[0] if rows else None
+
+    def share_link_by_secret(self, secret_hash: str) -> sqlite3.Row | None:
+        sql = f"SELECT {self.SHARE_LINK_COLUMNS} FROM share_links WHERE secret_hash = ?"  # noqa: S608
+        rows = self._read(sql, (secret_hash,))
+        return rows[0] if rows else None
+
+    def share_links(self, created_by: str | None = None) -> list[sqlite3.Row]:
+        """All links (or one creator's), newest first."""
+        sql = f"SELECT {self.SHARE_LINK_COLUMNS} FROM share_links"  # noqa: S608
+        if created_by is None:
+            return self._read(sql + " ORDER BY created_at DESC, id")
+        return self._read(sql + " WHERE created_by = ? ORDER BY created_at DESC, id", (created_by,))
+
+    def revoke_share_link(self, db: sqlite3.Connection, link_id: str, at: float) -> bool:
+        """Mark the link revoked; False when it was revoked already."""
+        cursor = db.execute("UPDATE share_links SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, link_id))
+        return cursor.rowcount > 0
+
+    def use_share_link(self, db: sqlite3.Connection, link_id: str, at: float) -> int:
+        """Count one use; the number of uses so far."""
+        row = db.execute(
+            "UPDATE share_links SET uses = uses + 1, last_used_at = ? WHERE id = ? RETURNING uses", (at, link_id)
+        ).fetchone()
+        return 0 if row is None else int(row[0])

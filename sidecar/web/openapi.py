@@ -37,6 +37,13 @@ def _op(
     return operation
 
 
+def _created(operation: dict[str, Any]) -> dict[str, Any]:
+    """The operation, answering 201 Created instead of 200."""
+    responses = operation["responses"]
+    operation["responses"] = {"201": {**responses.pop("200"), "description": "Created"}, **responses}
+    return operation
+
+
 RULE = {
     "type": "object",
     "required": ["pattern", "groups"],
@@ -148,6 +155,34 @@ def openapi_document() -> dict[str, Any]:
                 ),
             },
             "/api/v1/publishers/{name}": {"delete": _op("Revoke a publisher credential", path_params=("name",))},
+            "/api/v1/share-links": {
+                "get": _op(
+                    "Share links (all for admins, a viewer's own for viewers; never their secrets)",
+                    auth="any user with a group",
+                ),
+                "post": _created(
+                    _op(
+                        "Create a link that plays one stream you may watch without signing in; the response holds "
+                        "its URL, shown this once (viewers need SIDECAR_VIEWER_SHARE_LINKS)",
+                        body={
+                            "type": "object",
+                            "required": ["path", "ttl"],
+                            "properties": {
+                                "path": {"type": "string"},
+                                "ttl": {"type": "string", "enum": ["1h", "4h", "24h", "never"]},
+                            },
+                        },
+                        auth="an admin, or a viewer when viewer share links are on",
+                    )
+                ),
+            },
+            "/api/v1/share-links/{id}": {
+                "delete": _op(
+                    "Revoke a share link: no new tokens, issued tokens stop working, its viewers are kicked",
+                    path_params=("id",),
+                    auth="an admin, or the viewer who created the link",
+                )
+            },
             "/api/v1/openapi.json": {"get": _op("This document", auth="nothing")},
         },
     }
