@@ -1,5 +1,11 @@
 # The MediaMTX access sidecar as a container: `sidecar serve` on 0.0.0.0:8088 as an unprivileged user, with its
 # SQLite database and generated secrets in the /data volume. compose.yaml runs it behind Caddy.
+# hls.js for the player, from the npm registry at build time (the running container never fetches it).
+FROM node:20-slim AS player
+WORKDIR /player
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -17,6 +23,8 @@ RUN groupadd --system --gid 10001 sidecar \
 WORKDIR /build
 COPY pyproject.toml ./
 COPY sidecar ./sidecar
+COPY --from=player /player/node_modules/hls.js/dist/hls.min.js ./sidecar/overlay_static/vendor/hls.min.js
+COPY --from=player /player/node_modules/hls.js/LICENSE ./sidecar/overlay_static/vendor/hls.js.LICENSE
 RUN pip install --no-cache-dir . && rm -rf /build
 
 # Not the data volume: Settings also reads a `.env` from the working directory, and that must not be a file the

@@ -276,4 +276,5 @@ def decide(matcher: Matcher, principal: Principal, path: str, action: str) -> De
     shared = principal.groups & rule.groups
     if shared:
         return Decision(True, f"group {sorted(shared)[0]} is allowed by rule {rule.pattern}", action, normal, rule)
-    return Decision(False, f"rule {rule.pattern} allows only {', '.join(sorted(rule.groups))}", action, normal, rule)
+    allowed = ", ".join(sorted(rule.groups)) or "admins"
+    return Decision(False, f"rule {rule.pattern} allows only {allowed}", action, normal, rule)

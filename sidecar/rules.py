@@ -94,13 +94,6 @@ class RuleBook:
         matcher = self.matcher()
         return [path for path in paths if decide(matcher, principal, path, "read").allowed]
 
-    def visible(self, principal: Principal) -> dict[str, list[str]]:
-        """The rules whose groups intersect the principal's (all of them for admins)."""
-        rules = self.all()
-        if principal.is_admin:
-            return rules
-        return {pattern: groups for pattern, groups in rules.items() if principal.groups & set(groups)}
-
     async def explain(
         self, path: str, action: str, *, username: str | None = None, groups: list[str] | None = None
     ) -> dict[str, object]:

@@ -589,8 +589,16 @@ def test_hook_command_sends_escaped_json_when_run_by_real_curl() -> None:
 
 
 def test_dockerfile_builds_the_package_on_python_3_11_slim() -> None:
-    assert dockerfile("FROM") == ["python:3.11-slim"]
+    assert dockerfile("FROM")[-1] == "python:3.11-slim"  # the final stage is what runs
     assert any("pip install --no-cache-dir ." in run for run in dockerfile("RUN"))
+
+
+def test_dockerfile_bundles_hls_js_from_the_lock_file_at_build_time() -> None:
+    assert any(stage.endswith(" AS player") for stage in dockerfile("FROM")[:-1])
+    assert any("npm ci" in run for run in dockerfile("RUN"))
+    copies = dockerfile("COPY")
+    assert "package.json package-lock.json ./" in copies
+    assert any(c.startswith("--from=player") and "overlay_static/vendor/hls.min.js" in c for c in copies)
 
 
 def test_dockerfile_runs_as_an_unprivileged_user() -> None:

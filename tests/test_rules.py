@@ -223,23 +223,6 @@ async def test_explain_for_an_inactive_admin_is_denied(services: Services) -> No
 # -- visible ----------------------------------------------------------------------------------------------------
 
 
-async def test_visible_filters_rules_for_viewers(services: Services) -> None:
-    await services.rules.set("live/**", ["vid_public"], actor="boss")
-    await services.rules.set("live/private/*", ["vid_private"], actor="boss")
-    await services.rules.set("shared/*", ["vid_private", "vid_public"], actor="boss")
-    assert services.rules.visible(principal("vid_public")) == {
-        "live/**": ["vid_public"],
-        "shared/*": ["vid_private", "vid_public"],
-    }
-    assert services.rules.visible(principal("vid_private")) == {
-        "live/private/*": ["vid_private"],
-        "shared/*": ["vid_private", "vid_public"],
-    }
-    assert services.rules.visible(principal("tak_admin")) == {}
-    assert services.rules.visible(principal("vid_other")) == {}
-    assert set(services.rules.visible(principal("vid_admin"))) == {"live/**", "live/private/*", "shared/*"}
-
-
 # -- UserAdmin --------------------------------------------------------------------------------------------------
 
 

@@ -19,9 +19,17 @@ async def users_page(request: Request) -> Response:
 
 
 async def streams_page(request: Request) -> Response:
+    # Only the page's frame: streams.js fetches the streams (and, for admins, rules and sources) from the JSON API,
+    # so nothing a viewer may not see is ever in the HTML.
     who = await require(request)
-    rules = services(request).rules.visible(who)
-    context = {"who": who, "rules": rules, "csrf_token": csrf_token(request, who)}
+    settings = services(request).settings
+    context = {
+        "who": who,
+        "csrf_token": csrf_token(request, who),
+        "hls_url": settings.hls_url,
+        "is_admin": who.is_admin,
+        "viewer_share_links": settings.viewer_share_links,
+    }
     return page(request, "streams.html", context)
 
 
