@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
@@ -47,3 +48,25 @@ def bootstrapped_settings(data_dir: Path, **overrides: object) -> Settings:
         cheapen_bcrypt(patch)
         bootstrap(found, out=lambda line: None)
     return found
+
+
+CALLBACK_FIELDS = ("ip", "user", "password", "token", "action", "path", "protocol", "id", "query", "userAgent")
+
+
+def callback_body(**fields: Any) -> dict[str, Any]:
+    """MediaMTX's auth callback body: every field is always present; `id` is a UUID string or null."""
+    body: dict[str, Any] = {
+        "ip": "192.0.2.10",
+        "user": "",
+        "password": "",
+        "token": "",
+        "action": "read",
+        "path": "live/cam1",
+        "protocol": "rtsp",
+        "id": None,
+        "query": "",
+        "userAgent": "LibVLC/3.0.20 (LIVE555 Streaming Media v2016.11.28)",
+    }
+    body.update(fields)
+    assert set(body) == set(CALLBACK_FIELDS), "MediaMTX sends exactly these fields"
+    return body

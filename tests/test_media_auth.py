@@ -30,9 +30,11 @@ from tests.fake_mediamtx import FakeMediaMTX, create_fake_mediamtx
 from tests.helpers import (
     ADMIN_PASSWORD,
     API_KEY,
+    CALLBACK_FIELDS,
     TRUSTED_PEER,
     UNTRUSTED_PEER,
     bootstrapped_settings,
+    callback_body,
     cheapen_bcrypt,
     login,
 )
@@ -44,26 +46,6 @@ KEY = {"x-api-key": API_KEY}
 BOB_PASSWORD = "bob-password-1"
 RULES = ({"pattern": "live/**", "groups": ["vid_public"]}, {"pattern": "live/private/*", "groups": ["vid_private"]})
 PROTOCOLS = ("rtsp", "rtmp", "hls", "webrtc", "srt", "moq")
-BODY_FIELDS = ("ip", "user", "password", "token", "action", "path", "protocol", "id", "query", "userAgent")
-
-
-def callback_body(**fields: Any) -> dict[str, Any]:
-    """MediaMTX's callback body: every field is always present; `id` is a UUID string or null."""
-    body: dict[str, Any] = {
-        "ip": "192.0.2.10",
-        "user": "",
-        "password": "",
-        "token": "",
-        "action": "read",
-        "path": "live/cam1",
-        "protocol": "rtsp",
-        "id": None,
-        "query": "",
-        "userAgent": "LibVLC/3.0.20 (LIVE555 Streaming Media v2016.11.28)",
-    }
-    body.update(fields)
-    assert set(body) == set(BODY_FIELDS)
-    return body
 
 
 @dataclass
@@ -595,7 +577,7 @@ KNOWN_ACTIONS = ("read", "playback", "publish", "api", "metrics", "pprof")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.dictionaries(st.sampled_from(BODY_FIELDS) | st.text(max_size=12), JSON_VALUES, max_size=12))
+@given(body=st.dictionaries(st.sampled_from(CALLBACK_FIELDS) | st.text(max_size=12), JSON_VALUES, max_size=12))
 def test_random_json_bodies_are_never_a_500_or_an_allow(shared: Shared, body: dict[str, Any]) -> None:
     # Serialised by hand: Python's encoder writes NaN/Infinity, which Python's decoder (the sidecar's) accepts.
     response = shared.env.client.post("/mediamtx/auth", content=json.dumps(body).encode())

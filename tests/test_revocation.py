@@ -23,7 +23,15 @@ from sidecar.runtime import Services
 from sidecar.settings import Settings
 from sidecar.store import AuditEvent
 from tests.fake_mediamtx import FakeMediaMTX, create_fake_mediamtx
-from tests.helpers import ADMIN_PASSWORD, API_KEY, TRUSTED_PEER, bootstrapped_settings, cheapen_bcrypt, login
+from tests.helpers import (
+    ADMIN_PASSWORD,
+    API_KEY,
+    TRUSTED_PEER,
+    bootstrapped_settings,
+    callback_body,
+    cheapen_bcrypt,
+    login,
+)
 
 pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
 
@@ -54,23 +62,6 @@ class Switchable(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-
-def callback_body(**fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "ip": "192.0.2.10",
-        "user": "",
-        "password": "",
-        "token": "",
-        "action": "read",
-        "path": "live/cam1",
-        "protocol": "rtsp",
-        "id": None,
-        "query": "",
-        "userAgent": "",
-    }
-    body.update(fields)
-    return body
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,15 @@ from sidecar.app import create_app
 from sidecar.runtime import Services
 from sidecar.settings import Settings
 from tests.fake_mediamtx import FakeMediaMTX, create_fake_mediamtx
-from tests.helpers import ADMIN_PASSWORD, API_KEY, TRUSTED_PEER, bootstrapped_settings, cheapen_bcrypt, login
+from tests.helpers import (
+    ADMIN_PASSWORD,
+    API_KEY,
+    TRUSTED_PEER,
+    bootstrapped_settings,
+    callback_body,
+    cheapen_bcrypt,
+    login,
+)
 
 pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
 
@@ -32,24 +40,6 @@ PASSWORDS = {"admin": ADMIN_PASSWORD, "bob": "bob-password-1", "carol": "carol-p
 RULES = ({"pattern": "live/**", "groups": ["vid_public"]}, {"pattern": "live/private/*", "groups": ["vid_private"]})
 CADDY_ROUTES = Path(__file__).resolve().parent.parent / "caddy" / "sidecar-routes.caddy"
 HLS_URL = "https://video.example.org:8888"
-
-
-def callback_body(**fields: Any) -> dict[str, Any]:
-    """MediaMTX's callback body: every field is always present; `id` is a UUID string or null."""
-    body: dict[str, Any] = {
-        "ip": "192.0.2.10",
-        "user": "",
-        "password": "",
-        "token": "",
-        "action": "read",
-        "path": "live/cam1",
-        "protocol": "rtsp",
-        "id": None,
-        "query": "",
-        "userAgent": "",
-    }
-    body.update(fields)
-    return body
 
 
 @dataclass

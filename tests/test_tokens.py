@@ -32,7 +32,15 @@ from sidecar.settings import Settings
 from sidecar.store import Store
 from sidecar.tokens import JWKS_CACHE_SECONDS, TokenInvalid, TokenIssuer
 from tests.fake_mediamtx import FakeMediaMTX, create_fake_mediamtx
-from tests.helpers import ADMIN_PASSWORD, API_KEY, TRUSTED_PEER, bootstrapped_settings, cheapen_bcrypt, login
+from tests.helpers import (
+    ADMIN_PASSWORD,
+    API_KEY,
+    TRUSTED_PEER,
+    bootstrapped_settings,
+    callback_body,
+    cheapen_bcrypt,
+    login,
+)
 from tests.mediamtx_jwt import MediaMTXJWT, RelayJWKSRefresh, rfc7638_thumbprint
 
 pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
@@ -41,23 +49,6 @@ KEY = {"x-api-key": API_KEY}
 BOB_PASSWORD = "bob-password-1"
 RULES = ({"pattern": "live/**", "groups": ["vid_public"]}, {"pattern": "live/private/*", "groups": ["vid_private"]})
 CAM1_PERMISSIONS = [{"action": "playback", "path": "live/cam1"}, {"action": "read", "path": "live/cam1"}]
-
-
-def callback_body(**fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "ip": "192.0.2.10",
-        "user": "",
-        "password": "",
-        "token": "",
-        "action": "read",
-        "path": "live/cam1",
-        "protocol": "rtsp",
-        "id": None,
-        "query": "",
-        "userAgent": "ffplay",
-    }
-    body.update(fields)
-    return body
 
 
 def b64(data: bytes) -> str:
