@@ -90,7 +90,7 @@ class HlsStandIn:
     def _answer(self, route: Route) -> None:
         request = route.request
         self.requests.append(HlsRequest(request.url, request.method, request.all_headers()))
-        if request.method == "OPTIONS":
+        if request.method == "OPTIONS":  # Chromium's CORS preflight, when Playwright does not answer it itself
             route.fulfill(status=204, headers={**CORS, "Access-Control-Allow-Methods": "GET"})
         elif request.url.endswith("/index.m3u8"):
             route.fulfill(status=200, headers={**CORS, "Content-Type": "application/vnd.apple.mpegurl"}, body=PLAYLIST)
@@ -121,10 +121,10 @@ def sign_in(page: Page, site: str, username: str, password: str, target: str = "
         page.get_by_role("button", name="Sign in").click()
 
 
-def screenshot(page: Page, name: str) -> None:
+def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
     """Write docs/<name>.png, only when SIDECAR_SCREENSHOTS=1 (so ordinary runs never rewrite tracked files)."""
     if SCREENSHOTS:
-        page.screenshot(path=str(DOCS / f"{name}.png"), full_page=True, animations="disabled", caret="initial")
+        page.screenshot(path=str(DOCS / f"{name}.png"), full_page=full_page, animations="disabled", caret="initial")
 
 
 @pytest.fixture(scope="session")
@@ -187,9 +187,13 @@ def browser_stack(
     return BrowserStack(site=caddy.url, hls=hls, fake=fake, data_dir=data_dir)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One headless Debian chromium for the session (never a downloaded browser)."""
+    """One headless Debian chromium (never a downloaded browser) for the browser tests, which live in one module.
+
+    Module scope on purpose: while Playwright's sync API is open its event loop counts as running in this thread,
+    so it must be closed before the rest of the suite calls asyncio.run().
+    """
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
     with sync_playwright() as playwright:

@@ -12,12 +12,15 @@ from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from sidecar.app import create_app
 from sidecar.runtime import Services, run_with_services
 from sidecar.settings import Settings
-from tests.helpers import ADMIN_PASSWORD, API_KEY, bootstrapped_settings, login
+from tests.fake_mediamtx import create_fake_mediamtx
+from tests.helpers import ADMIN_PASSWORD, API_KEY, TRUSTED_PEER, bootstrapped_settings, login
 
 pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
 
@@ -254,3 +257,23 @@ def test_the_modules_parse_as_es_modules(name: str) -> None:
     source = (STATIC / name).read_bytes()
     result = subprocess.run([node, "--input-type=module", "--check"], input=source, capture_output=True, timeout=30)
     assert result.returncode == 0, result.stderr.decode()
+
+
+VIEWER_HEADERS = {"x-authentik-username": "v", "x-authentik-groups": "vid_public"}
+ADMIN_HEADERS = {"x-authentik-username": "a", "x-authentik-groups": "vid_admin"}
+
+
+def test_mediamtx_failure_details_reach_admins_but_not_viewers(make_settings: Callable[..., Settings]) -> None:
+    fake = create_fake_mediamtx()
+    settings = bootstrapped_settings(make_settings().data_dir, mediamtx_api_url="http://mediamtx.test")
+    app = create_app(settings, transport=httpx.ASGITransport(app=fake.app))
+    with TestClient(app, client=TRUSTED_PEER) as client:
+        fake.fail_next(status=500, times=100)
+        viewer = client.get(
+            "/api/v1/streams", headers={"x-authentik-username": "v", "x-authentik-groups": "vid_public"}
+        )
+        admin = client.get("/api/v1/streams", headers={"x-authentik-username": "a", "x-authentik-groups": "vid_admin"})
+    assert viewer.status_code == 503
+    assert "MediaMTX failed" not in viewer.text and "500" not in viewer.json()["error"]
+    assert admin.status_code == 503
+    assert "MediaMTX failed (500)" in admin.json()["error"]

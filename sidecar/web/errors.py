@@ -76,6 +76,10 @@ async def mediamtx_error(request: Request, exc: Exception) -> Response:
         status = 400
     else:
         status = 503
+    who = getattr(request.state, "principal", None)
+    if who is None or not who.is_admin:
+        # MediaMTX's own words are for admins; everyone else learns only that it failed.
+        return error_response(request, 503, "MediaMTX is not available right now; try again shortly")
     return error_response(request, status, f"MediaMTX: {exc}")
 
 
