@@ -9,7 +9,9 @@ from typing import TypeVar
 
 import httpx
 
+from sidecar.authentik import AuthentikClient
 from sidecar.directory import Directory, DirectoryError, Group, User, UserPage
+from sidecar.directory.authentik import AuthentikDirectory
 from sidecar.directory.local import LocalDirectory
 from sidecar.identity import RolePolicy, TrustedProxies
 from sidecar.keys import Secrets, load_secrets
@@ -32,10 +34,10 @@ T = TypeVar("T")
 
 
 class AuthentikNotConnected(Directory):
-    """Authentik mode before its directory client exists: identity headers work, directory calls say why not."""
+    """Authentik mode without its URL or API token: identity headers work, directory calls say why not."""
 
     async def _fail(self) -> None:
-        raise DirectoryError("the Authentik directory is not available in this version of the sidecar")
+        raise DirectoryError("the Authentik directory needs SIDECAR_AUTHENTIK_URL and SIDECAR_AUTHENTIK_TOKEN")
 
     async def get_user(self, username: str) -> User | None:
         await self._fail()
@@ -113,12 +115,17 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
     secrets, _ = load_secrets(settings)
     store = Store(settings.database_path)
     roles = RolePolicy(admin_groups=frozenset(settings.admin_groups), prefix=settings.group_prefix)
+    http = httpx.AsyncClient(timeout=settings.upstream_timeout, transport=transport)
     directory: Directory
     sessions: LocalSessions | None = None
     if settings.mode == "local":
         local = LocalDirectory(store)
         sessions = LocalSessions(store, local, settings)
         directory = local
+    elif settings.authentik_url and settings.authentik_token:
+        token = settings.authentik_token.get_secret_value()
+        client = AuthentikClient(http, settings.authentik_url, token)
+        directory = AuthentikDirectory(client, group_search=settings.group_prefix)
     else:
         directory = AuthentikNotConnected()
     metrics = Metrics()
@@ -126,7 +133,6 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
     tokens = TokenIssuer(store, settings)
     tokens.ensure_key()
     publishers = Publishers(store)
-    http = httpx.AsyncClient(timeout=settings.upstream_timeout, transport=transport)
     mediamtx = None
     if settings.mediamtx_api_url:
         mediamtx = MediaMTXClient(http, settings.mediamtx_api_url, auth=ServiceTokenAuth(tokens))

@@ -49,7 +49,8 @@ async def sidecar_error(request: Request, exc: Exception) -> Response:
 
 async def directory_error(request: Request, exc: Exception) -> Response:
     statuses: dict[type[Exception], int] = {NotFound: 404, Conflict: 409, InvalidName: 400}
-    status = statuses.get(type(exc), 503)
+    # Subclasses too: each directory refines these (an Authentik 404 is still NotFound).
+    status = next((code for kind, code in statuses.items() if isinstance(exc, kind)), 503)
     if status == 503:
         log.warning("directory unavailable: %s", exc)
     return error_response(request, status, str(exc))

@@ -1,0 +1,115 @@
+"""The Authentik directory: users, groups and memberships live in Authentik, reached through `AuthentikClient`."""
+
+from __future__ import annotations
+
+from sidecar.authentik import AuthentikClient, AuthentikGroup, AuthentikRejected, AuthentikUser
+from sidecar.directory.base import (
+    Conflict,
+    Directory,
+    Group,
+    NotFound,
+    User,
+    UserPage,
+    validate_username,
+)
+
+
+def _user(found: AuthentikUser) -> User:
+    return User(
+        username=found.username,
+        email=found.email,
+        name=found.name,
+        is_active=found.is_active,
+        groups=found.groups,
+        uid=str(found.pk),
+    )
+
+
+class AuthentikDirectory(Directory):
+    """Groups are always found by exact name; `group_search` narrows the listing (callers still filter names)."""
+
+    def __init__(self, client: AuthentikClient, *, group_search: str = "") -> None:
+        self.client = client
+        self.group_search = group_search
+
+    async def get_user(self, username: str) -> User | None:
+        found = await self.client.get_user(username)
+        return None if found is None else _user(found)
+
+    async def list_users(self, search: str = "", page: int = 1, page_size: int = 50) -> UserPage:
+        found = await self.client.list_users(search, page, page_size)
+        return UserPage(users=[_user(user) for user in found.users], total=found.total, page=page, page_size=page_size)
+
+    async def list_groups(self) -> list[Group]:
+        return [Group(group.name, group.member_count) for group in await self.client.list_groups(self.group_search)]
+
+    async def get_group(self, name: str) -> Group | None:
+        found = await self.client.get_group(name)
+        return None if found is None else Group(found.name, found.member_count)
+
+    async def create_group(self, name: str) -> bool:
+        if await self.client.get_group(name) is not None:
+            return False
+        try:
+            await self.client.create_group(name)
+        except AuthentikRejected as error:
+            # Someone created it between the lookup and the write: the same outcome as finding it.
+            if error.mentions("name", "unique") or error.mentions("name", "exists"):
+                return False
+            raise
+        return True
+
+    async def create_user(self, username: str, *, email: str = "", name: str = "", active: bool = True) -> User:
+        validate_username(username)
+        if await self.client.get_user(username) is not None:
+            raise Conflict(f"user {username} already exists")
+        try:
+            created = await self.client.create_user(username, name=name, email=email, is_active=active)
+        except AuthentikRejected as error:
+            if error.mentions("username", "unique") or error.mentions("username", "exists"):
+                raise Conflict(f"user {username} already exists") from error
+            raise
+        return _user(created)
+
+    async def add_to_group(self, username: str, group: str) -> bool:
+        user, found = await self._require(username, group)
+        if found.name in user.groups:
+            return False
+        await self.client.add_user_to_group(found.pk, user.pk)
+        return True
+
+    async def remove_from_group(self, username: str, group: str) -> bool:
+        user, found = await self._require(username, group)
+        if found.name not in user.groups:
+            return False
+        await self.client.remove_user_from_group(found.pk, user.pk)
+        return True
+
+    async def set_active(self, username: str, active: bool) -> None:
+        await self.client.set_user_active((await self._user(username)).pk, active)
+
+    async def set_password(self, username: str, password: str) -> None:
+        await self.client.set_password((await self._user(username)).pk, password)
+
+    async def recovery_link(self, username: str) -> str:
+        """A one-time link that lets the user set a password through Authentik's recovery flow."""
+        return await self.client.recovery_link((await self._user(username)).pk)
+
+    async def send_recovery_email(self, username: str, email_stage: str) -> None:
+        await self.client.send_recovery_email((await self._user(username)).pk, email_stage)
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    async def _user(self, username: str) -> AuthentikUser:
+        found = await self.client.get_user(username)
+        if found is None:
+            raise NotFound(f"no user {username}")
+        return found
+
+    async def _require(self, username: str, group: str) -> tuple[AuthentikUser, AuthentikGroup]:
+        user = await self._user(username)
+        found = await self.client.get_group(group)
+        if found is None:
+            raise NotFound(f"no group {group}")
+        return user, found

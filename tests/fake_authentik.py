@@ -1,0 +1,341 @@
+"""A small stateful stand-in for Authentik's API (2026.5 `/api/v3`): users, groups, memberships, passwords, recovery.
+
+It follows Authentik's shapes: `{"pagination": {...}, "results": [...], "autocomplete": {}}` lists, `{field: [..]}`
+validation errors (400), `{"detail": ...}` for a refused token (403) and unknown objects (404).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+TOKEN = "fake-authentik-token"
+BASE = "http://authentik.test"
+WHEN = "2026-05-01T10:00:00Z"
+MAX_PAGE_SIZE = 100
+
+
+@dataclass
+class FakeGroup:
+    pk: str
+    num_pk: int
+    name: str
+    members: set[int] = field(default_factory=set)
+
+
+@dataclass
+class FakeUser:
+    pk: int
+    username: str
+    name: str = ""
+    email: str = ""
+    is_active: bool = True
+    path: str = "users"
+    type: str = "internal"
+    uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    password: str | None = None
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    body: Any
+
+
+class FakeAuthentik:
+    def __init__(self, token: str = TOKEN) -> None:
+        self.token = token
+        self.users: dict[int, FakeUser] = {}
+        self.groups: dict[str, FakeGroup] = {}
+        self.requests: list[Seen] = []
+        self.recovery_emails: list[tuple[str, str]] = []  # (username, email stage)
+        self.app = Starlette(
+            routes=[
+                Route("/api/v3/core/users/", self.users_list_or_create, methods=["GET", "POST"]),
+                Route("/api/v3/core/users/{id:int}/", self.user_detail, methods=["GET", "PATCH"]),
+                Route("/api/v3/core/users/{id:int}/set_password/", self.set_password, methods=["POST"]),
+                Route("/api/v3/core/users/{id:int}/recovery/", self.recovery, methods=["POST"]),
+                Route("/api/v3/core/users/{id:int}/recovery_email/", self.recovery_email, methods=["POST"]),
+                Route("/api/v3/core/groups/", self.groups_list_or_create, methods=["GET", "POST"]),
+                Route("/api/v3/core/groups/{pk}/add_user/", self.group_add_user, methods=["POST"]),
+                Route("/api/v3/core/groups/{pk}/remove_user/", self.group_remove_user, methods=["POST"]),
+            ]
+        )
+
+    # --- state ----------------------------------------------------------------------------------------------
+
+    def add_group(self, name: str) -> FakeGroup:
+        group = FakeGroup(pk=str(uuid.uuid4()), num_pk=len(self.groups) + 1000, name=name)
+        self.groups[group.pk] = group
+        return group
+
+    def add_user(self, username: str, *groups: str, **values: Any) -> FakeUser:
+        user = FakeUser(pk=max(self.users, default=0) + 1, username=username, **values)
+        self.users[user.pk] = user
+        for name in groups:
+            group = self.group_named(name) or self.add_group(name)
+            group.members.add(user.pk)
+        return user
+
+    def user_named(self, username: str) -> FakeUser | None:
+        return next((user for user in self.users.values() if user.username == username), None)
+
+    def group_named(self, name: str) -> FakeGroup | None:
+        return next((group for group in self.groups.values() if group.name == name), None)
+
+    def groups_of(self, user: FakeUser) -> list[FakeGroup]:
+        return sorted((g for g in self.groups.values() if user.pk in g.members), key=lambda g: g.name)
+
+    def writes(self) -> list[Seen]:
+        return [seen for seen in self.requests if seen.method != "GET"]
+
+    # --- serializers ----------------------------------------------------------------------------------------
+
+    def user_json(self, user: FakeUser, include_groups: bool = True) -> dict[str, Any]:
+        groups = self.groups_of(user)
+        data: dict[str, Any] = {
+            "pk": user.pk,
+            "username": user.username,
+            "name": user.name,
+            "is_active": user.is_active,
+            "last_login": None,
+            "date_joined": WHEN,
+            "is_superuser": False,
+            "groups": [group.pk for group in groups],
+            "groups_obj": [
+                {"pk": g.pk, "num_pk": g.num_pk, "name": g.name, "is_superuser": False, "attributes": {}}
+                for g in groups
+            ]
+            if include_groups
+            else None,
+            "roles": [],
+            "roles_obj": [],
+            "email": user.email,
+            "avatar": "data:image/svg+xml;base64,",
+            "attributes": {},
+            "uid": f"uid-{user.pk}",
+            "path": user.path,
+            "type": user.type,
+            "uuid": user.uuid,
+            "password_change_date": WHEN,
+            "last_updated": WHEN,
+        }
+        return data
+
+    def group_json(self, group: FakeGroup, include_users: bool = True) -> dict[str, Any]:
+        members = sorted(group.members)
+        return {
+            "pk": group.pk,
+            "num_pk": group.num_pk,
+            "name": group.name,
+            "is_superuser": False,
+            "parents": [],
+            "parents_obj": [],
+            "users": members,
+            "users_obj": [
+                {"pk": pk, "username": self.users[pk].username, "name": self.users[pk].name, "uid": f"uid-{pk}"}
+                for pk in members
+            ]
+            if include_users
+            else None,
+            "attributes": {},
+            "roles": [],
+            "roles_obj": [],
+            "inherited_roles_obj": None,
+            "children": [],
+            "children_obj": None,
+        }
+
+    # --- routes ---------------------------------------------------------------------------------------------
+
+    async def _admit(self, request: Request) -> Any:
+        """Record the request and check its token; the parsed JSON body, or a 403 response."""
+        raw = await request.body()
+        body = json.loads(raw) if raw else None
+        self.requests.append(Seen(request.method, request.url.path, list(request.query_params.multi_items()), body))
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            return JSONResponse({"detail": "Token invalid/expired", "code": "authentication_failed"}, 403)
+        return body
+
+    async def users_list_or_create(self, request: Request) -> Response:
+        body = await self._admit(request)
+        if isinstance(body, Response):
+            return body
+        if request.method == "POST":
+            return self._create_user(body)
+        query = request.query_params
+        found = sorted(self.users.values(), key=lambda user: user.username)
+        if "username" in query:
+            found = [user for user in found if user.username == query["username"]]
+        if query.get("search"):
+            term = query["search"].lower()
+            found = [
+                u for u in found if term in u.username.lower() or term in u.name.lower() or term in u.email.lower()
+            ]
+        include = query.get("include_groups", "true") == "true"
+        return self._page(request, [self.user_json(user, include) for user in found])
+
+    def _create_user(self, body: Any) -> Response:
+        errors: dict[str, list[str]] = {}
+        username = body.get("username") if isinstance(body, dict) else None
+        if not isinstance(username, str) or not username:
+            errors["username"] = ["This field is required."]
+        elif self.user_named(username) is not None:
+            errors["username"] = ["This field must be unique."]
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            errors["name"] = ["This field is required."]
+        if errors or not isinstance(username, str):
+            return JSONResponse(errors, 400)
+        user = self.add_user(
+            username,
+            name=body["name"],
+            email=body.get("email", ""),
+            is_active=body.get("is_active", True),
+            path=body.get("path", "users"),
+            type=body.get("type", "internal"),
+        )
+        return JSONResponse(self.user_json(user), 201)
+
+    def _user_or_404(self, request: Request) -> FakeUser | Response:
+        user = self.users.get(request.path_params["id"])
+        if user is None:
+            return JSONResponse({"detail": "No User matches the given query."}, 404)
+        return user
+
+    async def user_detail(self, request: Request) -> Response:
+        body = await self._admit(request)
+        if isinstance(body, Response):
+            return body
+        user = self._user_or_404(request)
+        if isinstance(user, Response):
+            return user
+        if request.method == "PATCH" and isinstance(body, dict):
+            if "is_active" in body:
+                user.is_active = bool(body["is_active"])
+            if "name" in body:
+                user.name = str(body["name"])
+        return JSONResponse(self.user_json(user))
+
+    async def set_password(self, request: Request) -> Response:
+        body = await self._admit(request)
+        if isinstance(body, Response):
+            return body
+        user = self._user_or_404(request)
+        if isinstance(user, Response):
+            return user
+        if not isinstance(body, dict) or not body.get("password"):
+            return JSONResponse({"password": ["This field may not be blank."]}, 400)
+        user.password = body["password"]
+        return Response(status_code=204)
+
+    async def recovery(self, request: Request) -> Response:
+        body = await self._admit(request)
+        if isinstance(body, Response):
+            return body
+        user = self._user_or_404(request)
+        if isinstance(user, Response):
+            return user
+        return JSONResponse({"link": f"{BASE}/if/flow/recovery/?flow_token=token-{user.pk}"})
+
+    async def recovery_email(self, request: Request) -> Response:
+        body = await self._admit(request)
+        if isinstance(body, Response):
+            return body
+        user = self._user_or_404(request)
+        if isinstance(user, Response):
+            return user
+        stage = (body or {}).get("email_stage") or request.query_params.get("email_stage")
+        if not stage:
+            return JSONResponse({"email_stage": ["This field is required."]}, 400)
+        if not user.email:
+            return JSONResponse({"non_field_errors": ["User does not have an email address set."]}, 400)
+        self.recovery_emails.append((user.username, stage))
+        return Response(status_code=204)
+
+    async def groups_list_or_create(self, request: Request) -> Response:
+        body = await self._admit(request)
+        if isinstance(body, Response):
+            return body
+        if request.method == "POST":
+            name = body.get("name") if isinstance(body, dict) else None
+            if not isinstance(name, str) or not name:
+                return JSONResponse({"name": ["This field is required."]}, 400)
+            if self.group_named(name) is not None:
+                return JSONResponse({"name": ["group with this name already exists."]}, 400)
+            return JSONResponse(self.group_json(self.add_group(name)), 201)
+        query = request.query_params
+        found = sorted(self.groups.values(), key=lambda group: group.name)
+        if "name" in query:
+            found = [group for group in found if group.name == query["name"]]
+        if query.get("search"):
+            found = [group for group in found if query["search"].lower() in group.name.lower()]
+        include = query.get("include_users", "true") == "true"
+        return self._page(request, [self.group_json(group, include) for group in found])
+
+    async def group_add_user(self, request: Request) -> Response:
+        return await self._membership(request, add=True)
+
+    async def group_remove_user(self, request: Request) -> Response:
+        return await self._membership(request, add=False)
+
+    async def _membership(self, request: Request, *, add: bool) -> Response:
+        body = await self._admit(request)
+        if isinstance(body, Response):
+            return body
+        group = self.groups.get(request.path_params["pk"])
+        if group is None:
+            return JSONResponse({"detail": "No Group matches the given query."}, 404)
+        pk = body.get("pk") if isinstance(body, dict) else None
+        if not isinstance(pk, int) or pk not in self.users:
+            return JSONResponse({"detail": "No User matches the given query."}, 404)
+        if add:
+            group.members.add(pk)
+        else:
+            group.members.discard(pk)
+        return Response(status_code=204)
+
+    def _page(self, request: Request, items: list[dict[str, Any]]) -> Response:
+        try:
+            page = int(request.query_params.get("page", "1"))
+            size = min(int(request.query_params.get("page_size", "20")), MAX_PAGE_SIZE)
+        except ValueError:
+            return JSONResponse({"detail": "Invalid page."}, 404)
+        count = len(items)
+        total_pages = max(1, math.ceil(count / size))
+        if page < 1 or page > total_pages:
+            return JSONResponse({"detail": "Invalid page."}, 404)
+        start = (page - 1) * size
+        results = items[start : start + size]
+        pagination = {
+            "next": page + 1 if page < total_pages else 0,
+            "previous": page - 1 if page > 1 else 0,
+            "count": count,
+            "current": page,
+            "total_pages": total_pages,
+            "start_index": start + 1 if results else 0,
+            "end_index": start + len(results),
+        }
+        return JSONResponse({"pagination": pagination, "results": results, "autocomplete": {}})
+
+
+def create_fake_authentik(token: str = TOKEN) -> FakeAuthentik:
+    """A fake seeded like a site TAK Portal also manages: `tak_*` groups next to the sidecar's `vid_*` ones."""
+    fake = FakeAuthentik(token)
+    for name in ("authentik Admins", "tak_admin", "tak_ops", "vid_admin", "vid_private", "vid_public"):
+        fake.add_group(name)
+    fake.add_user("akadmin", "authentik Admins", name="authentik Default Admin", email="root@example.org")
+    fake.add_user("alice", "vid_admin", name="Alice", email="alice@example.org")
+    fake.add_user("bob", "vid_public", "tak_ops", name="Bob", email="bob@example.org")
+    fake.add_user("carol", "tak_admin", name="Carol", email="carol@example.org")
+    fake.add_user("dave", name="Dave", is_active=False)
+    return fake
