@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from sidecar.runtime import build_services
 from sidecar.settings import Settings
-from sidecar.web import api, auth, mediamtx, pages, publishers, service, share, sources, streams
+from sidecar.web import api, auth, editor_proxy, mediamtx, pages, publishers, service, share, sources, streams
 from sidecar.web.errors import EXCEPTION_HANDLERS
 from sidecar.web.middleware import BodyLimit, Timing
 
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTr
         *share.routes,
         *pages.routes,
         Mount("/overlay", StaticFiles(directory=STATIC_DIR), name="overlay"),
+        *editor_proxy.routes(settings),  # last: its catch-all must not shadow the sidecar's own routes
     ]
     return Starlette(
         routes=routes,

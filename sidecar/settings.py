@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     )
     authentik_token: SecretStr | None = Field(None, description="Authentik API token (authentik mode).")
     mediamtx_api_url: str | None = Field(None, description="MediaMTX control API, e.g. http://127.0.0.1:9997.")
+    editor_url: str | None = Field(
+        None,
+        description="The vanilla MediaMTX web editor, e.g. http://127.0.0.1:5000; when set, the sidecar proxies every "
+        "other path to it for admins and adds the overlay to its pages.",
+    )
     group_prefix: str = Field("vid_", min_length=1, description="Only groups with this prefix grant or are managed.")
     admin_groups: CommaList = Field(
         default_factory=lambda: ["vid_admin", "authentik Admins"],
