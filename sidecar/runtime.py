@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
 from typing import TypeVar
 
 import httpx
@@ -116,6 +117,9 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
     store = Store(settings.database_path)
     roles = RolePolicy(admin_groups=frozenset(settings.admin_groups), prefix=settings.group_prefix)
     http = httpx.AsyncClient(timeout=settings.upstream_timeout, transport=transport)
+    # One client serves every user (editor proxy, MediaMTX, Authentik): it must never keep a cookie one upstream
+    # set for one person and replay it for the next request.
+    http.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
     directory: Directory
     sessions: LocalSessions | None = None
     if settings.mode == "local":
