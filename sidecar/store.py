@@ -197,13 +197,16 @@ class Store:
             (time.time(), actor, action, target, json.dumps(detail or {}, sort_keys=True)),
         )
 
-    def list_audit(self, limit: int = 100, action: str | None = None) -> list[AuditEvent]:
-        sql = "SELECT * FROM audit"
-        params: tuple[Any, ...] = ()
-        if action:
-            sql += " WHERE action = ?"
-            params = (action,)
-        rows = self._read(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
+    def list_audit(
+        self, limit: int = 100, action: str | None = None, *, actor: str | None = None, target: str | None = None
+    ) -> list[AuditEvent]:
+        """Newest first; each given filter is an exact match."""
+        # The column names are fixed here; only the values come from the caller, as parameters.
+        given = (("action", action), ("actor", actor), ("target", target))
+        chosen = [(column, value) for column, value in given if value]
+        where = " AND ".join(f"{column} = ?" for column, _ in chosen)
+        sql = "SELECT * FROM audit" + (f" WHERE {where}" if where else "")  # noqa: S608
+        rows = self._read(sql + " ORDER BY id DESC LIMIT ?", (*(value for _, value in chosen), limit))
         return [
             AuditEvent(row["id"], row["ts"], row["actor"], row["action"], row["target"], json.loads(row["detail"]))
             for row in rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Protocol, runtime_checkable
 
 from sidecar.directory import Directory, Group, User, UserPage
 from sidecar.directory.base import InvalidName
@@ -13,6 +14,19 @@ from sidecar.passwords import check_strength
 from sidecar.store import Store
 
 MAX_PAGE_SIZE = 100
+NO_RECOVERY = (
+    "local mode has no password-recovery flow yet: set a password with `sidecar users add USERNAME --password-stdin` "
+    "when adding the person; once signed in, people change their own password"
+)
+
+
+@runtime_checkable
+class Recovery(Protocol):
+    """A directory that can let people set a new password themselves (Authentik's recovery flow)."""
+
+    async def recovery_link(self, username: str) -> str: ...
+
+    async def send_recovery_email(self, username: str, email_stage: str) -> None: ...
 
 
 class UserAdmin:
@@ -96,6 +110,29 @@ class UserAdmin:
             self.store.audit(db, actor, "user.activate" if active else "user.deactivate", username)
         if not active:
             self._lost_access(username, "deactivated")
+
+    def _recovery(self) -> Recovery:
+        if not isinstance(self.directory, Recovery):
+            raise BadRequest(NO_RECOVERY)
+        return self.directory
+
+    async def recovery_link(self, username: str, actor: str) -> str:
+        """A one-time link that lets the user set a password; the link itself is never written to the audit log."""
+        link = await self._recovery().recovery_link(username)
+        with self.store.transaction() as db:
+            self.store.audit(db, actor, "user.recovery_link", username)
+        return link
+
+    async def send_recovery_email(self, username: str, email_stage: str | None, actor: str) -> None:
+        directory = self._recovery()
+        if not email_stage:
+            raise BadRequest(
+                "no email stage to send the reset email with: pass email_stage (the UUID of an Authentik email stage)",
+                field="email_stage",
+            )
+        await directory.send_recovery_email(username, email_stage)
+        with self.store.transaction() as db:
+            self.store.audit(db, actor, "user.recovery_email", username, {"email_stage": email_stage})
 
     def _lost_access(self, username: str, reason: str) -> None:
         if self.on_lost_access is not None:

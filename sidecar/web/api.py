@@ -110,12 +110,37 @@ async def groups_create(request: Request) -> Response:
 async def audit(request: Request) -> Response:
     await require(request, admin=True)
     limit = min(int_param(request, "limit", 100), 1000)
-    events = services(request).store.list_audit(limit=limit, action=request.query_params.get("action") or None)
+    params = request.query_params
+    events = services(request).store.list_audit(
+        limit=limit,
+        action=params.get("action") or None,
+        actor=params.get("actor") or None,
+        target=params.get("target") or None,
+    )
     body = [
         {"id": e.id, "ts": e.ts, "actor": e.actor, "action": e.action, "target": e.target, "detail": e.detail}
         for e in events
     ]
     return JSONResponse({"events": body})
+
+
+async def recovery_link(request: Request) -> Response:
+    who = await require(request, admin=True)
+    link = await services(request).users.recovery_link(request.path_params["username"], who.username)
+    return JSONResponse({"link": link})
+
+
+async def recovery_email(request: Request) -> Response:
+    who = await require(request, admin=True)
+    svc = services(request)
+    stage = (await json_object(request)).get("email_stage") if await request.body() else None
+    if stage is not None and not isinstance(stage, str):
+        raise BadRequest("email_stage must be a string", field="email_stage")
+    # Without one in the body, the configured stage (SIDECAR_AUTHENTIK_RECOVERY_EMAIL_STAGE) when there is one.
+    configured = getattr(svc.settings, "authentik_recovery_email_stage", None)
+    chosen = stage or (configured if isinstance(configured, str) else None)
+    await svc.users.send_recovery_email(request.path_params["username"], chosen, who.username)
+    return JSONResponse({"sent": True})
 
 
 async def openapi(request: Request) -> Response:
@@ -133,6 +158,8 @@ routes = [
     Route("/api/v1/users/{username}/groups/{group}", membership, methods=["PUT", "DELETE"]),
     Route("/api/v1/groups", groups_list, methods=["GET"]),
     Route("/api/v1/groups", groups_create, methods=["POST"]),
+    Route("/api/v1/users/{username}/recovery-link", recovery_link, methods=["POST"]),
+    Route("/api/v1/users/{username}/recovery-email", recovery_email, methods=["POST"]),
     Route("/api/v1/audit", audit),
     Route("/api/v1/openapi.json", openapi),
 ]

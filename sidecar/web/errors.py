@@ -15,7 +15,7 @@ from sidecar.mediamtx import MediaMTXError, MediaMTXNotFound, MediaMTXRejected, 
 from sidecar.web.templating import page
 
 log = logging.getLogger("sidecar.web")
-PAGE_PREFIXES = ("/users", "/streams")
+PAGE_PREFIXES = ("/users", "/streams", "/audit")
 
 
 def _wants_page(request: Request) -> bool:

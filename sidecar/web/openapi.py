@@ -131,7 +131,28 @@ def openapi_document() -> dict[str, Any]:
                 "patch": _op("Change a path's source or sourceOnDemand", path_params=("name",)),
                 "delete": _op("Remove a path configuration", path_params=("name",)),
             },
-            "/api/v1/audit": {"get": _op("Audit events, newest first", params=("action", "limit"))},
+            "/api/v1/users/{username}/recovery-link": {
+                "post": _op(
+                    "A one-time link that lets the user set a new password (authentik mode; 400 in local mode)",
+                    path_params=("username",),
+                    ok={"type": "object", "required": ["link"], "properties": {"link": {"type": "string"}}},
+                )
+            },
+            "/api/v1/users/{username}/recovery-email": {
+                "post": _op(
+                    "Have Authentik email the user a password-reset link (authentik mode; 400 in local mode); "
+                    "email_stage defaults to SIDECAR_AUTHENTIK_RECOVERY_EMAIL_STAGE when that is set",
+                    body={"type": "object", "properties": {"email_stage": {"type": "string"}}},
+                    path_params=("username",),
+                    ok={"type": "object", "required": ["sent"], "properties": {"sent": {"type": "boolean"}}},
+                )
+            },
+            "/api/v1/audit": {
+                "get": _op(
+                    "Audit events, newest first; action, actor and target are exact-match filters",
+                    params=("action", "actor", "target", "limit"),
+                )
+            },
             "/api/v1/streams/token": {
                 "post": _op(
                     "A playback token (ES256 JWT in MediaMTX's permission format) for one stream you may watch",
