@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Mount
+from starlette.routing import BaseRoute, Match, Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from sidecar.runtime import build_services
 from sidecar.settings import Settings
@@ -22,6 +23,8 @@ from sidecar.web.middleware import BodyLimit, Timing
 log = logging.getLogger("sidecar")
 STATIC_DIR = Path(__file__).resolve().parent / "overlay_static"
 MAX_BODY_BYTES = 64 * 1024
+# Requests the proxy forwards to the editor (config imports, uploads) may be larger than anything the sidecar takes.
+MAX_EDITOR_BODY_BYTES = 64 * 1024 * 1024
 
 
 def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
@@ -38,7 +41,7 @@ def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTr
         finally:
             await services.aclose()
 
-    routes = [
+    own_routes: list[BaseRoute] = [
         *mediamtx.routes,  # first: MediaMTX calls these for every connection
         *service.routes,
         *auth.routes,
@@ -49,11 +52,20 @@ def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTr
         *share.routes,
         *pages.routes,
         Mount("/overlay", StaticFiles(directory=STATIC_DIR), name="overlay"),
-        *editor_proxy.routes(settings),  # last: its catch-all must not shadow the sidecar's own routes
     ]
+    proxied = editor_proxy.routes(settings)
+
+    def body_limit(scope: Scope) -> int:
+        """The editor's larger limit only for what no route of the sidecar answers, i.e. what the proxy forwards."""
+        if not proxied or scope["path"].startswith(editor_proxy.OWN_PATHS):
+            return MAX_BODY_BYTES
+        if any(route.matches(scope)[0] != Match.NONE for route in own_routes):
+            return MAX_BODY_BYTES
+        return MAX_EDITOR_BODY_BYTES
+
     return Starlette(
-        routes=routes,
-        middleware=[Middleware(BodyLimit, limit=MAX_BODY_BYTES), Middleware(Timing)],
+        routes=[*own_routes, *proxied],  # the proxy last: its catch-all must not shadow the sidecar's own routes
+        middleware=[Middleware(BodyLimit, limit=MAX_BODY_BYTES, limit_for=body_limit), Middleware(Timing)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

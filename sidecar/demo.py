@@ -80,6 +80,11 @@ def run_demo(port: int = 8080) -> int:
                     SIDECAR_PORT=str(sidecar_port),
                     # Caddy reaches the sidecar over loopback; nothing else may vouch for an identity.
                     SIDECAR_TRUSTED_PROXIES="127.0.0.0/8,::1/128",
+                    # Only the sidecar talks to the editor: admins reach it through its proxy, with the overlay,
+                    # signed in as the editor's own admin, so its login page never shows.
+                    SIDECAR_EDITOR_URL=f"http://127.0.0.1:{editor_port}",
+                    SIDECAR_EDITOR_USERNAME="admin",
+                    SIDECAR_EDITOR_PASSWORD=editor_password,
                 ),
                 ready_url=f"http://{sidecar}/healthz",
                 log_path=logs / "sidecar.log",
@@ -91,7 +96,6 @@ def run_demo(port: int = 8080) -> int:
                 _child_env(
                     SITE_ADDRESS=f"http://127.0.0.1:{port}",
                     SIDECAR_UPSTREAM=sidecar,
-                    EDITOR_UPSTREAM=f"127.0.0.1:{editor_port}",
                     AUTH_UPSTREAM=sidecar,
                     AUTH_URI="/auth/verify",
                     # No admin API, so the demo never clashes with a Caddy already running on this machine,
@@ -109,7 +113,7 @@ def run_demo(port: int = 8080) -> int:
         print(f"  sign in as {settings.initial_admin} (password: printed above on the first run, or the one you set);")
         print("  /users manages people, /streams is what viewers see; add a viewer from a shell with")
         print("  `sidecar users add NAME --group vid_public --password-stdin`")
-        print(f"  the stand-in editor's own login is admin / {editor_password}")
+        print("  admins land in the stand-in editor at / without its own login (the sidecar signs in for them)")
         print(f"  logs: {logs}")
         print("Press Ctrl-C to stop.")
         while all(child.poll() is None for child in children):

@@ -43,12 +43,22 @@ class Settings(BaseSettings):
         None, description="Authentik base URL (authentik mode), e.g. https://sso.example."
     )
     authentik_token: SecretStr | None = Field(None, description="Authentik API token (authentik mode).")
+    authentik_recovery_email_stage: str | None = Field(
+        None, description="UUID of the Authentik email stage that sends password-reset emails from the Users page."
+    )
     mediamtx_api_url: str | None = Field(None, description="MediaMTX control API, e.g. http://127.0.0.1:9997.")
     editor_url: str | None = Field(
         None,
         description="The vanilla MediaMTX web editor, e.g. http://127.0.0.1:5000; when set, the sidecar proxies every "
         "other path to it for admins and adds the overlay to its pages.",
     )
+    editor_username: str | None = Field(
+        None,
+        description="A user of the editor's own users.json the sidecar signs in as (with `SIDECAR_EDITOR_PASSWORD`), "
+        "so admins never see the editor's login page; the editor's login, logout, registration, password recovery "
+        "and mail settings are then replaced by the sidecar's (or Authentik's).",
+    )
+    editor_password: SecretStr | None = Field(None, description="Password of `SIDECAR_EDITOR_USERNAME` in the editor.")
     group_prefix: str = Field("vid_", min_length=1, description="Only groups with this prefix grant or are managed.")
     admin_groups: CommaList = Field(
         default_factory=lambda: ["vid_admin", "authentik Admins"],
@@ -115,3 +125,8 @@ class Settings(BaseSettings):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "sidecar.db"
+
+    @property
+    def editor_bridge(self) -> bool:
+        """Whether the sidecar signs admins in to the editor itself (both service credentials given)."""
+        return bool(self.editor_url and self.editor_username and self.editor_password)

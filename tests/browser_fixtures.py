@@ -171,6 +171,7 @@ def browser_stack(
         SIDECAR_PORT=str(port),
         SIDECAR_MEDIAMTX_API_URL=fake_url,
         SIDECAR_HLS_URL=hls,
+        SIDECAR_EDITOR_URL=echo_editor.url,
     )
     cli = [sys.executable, "-m", "sidecar"]
     steps: list[tuple[list[str], str]] = [
@@ -183,7 +184,7 @@ def browser_stack(
         assert done.returncode == 0, f"{' '.join(argv[2:])} failed:\n{done.stdout}\n{done.stderr}"
     launch("sidecar-browser", [*cli, "serve"], env, ready_url=f"http://127.0.0.1:{port}/healthz")
     sidecar = Endpoint("sidecar-browser", port)
-    caddy = start_caddy("caddy-browser", sidecar=sidecar, editor=echo_editor, auth=sidecar, auth_uri="/auth/verify")
+    caddy = start_caddy("caddy-browser", sidecar=sidecar, auth=sidecar, auth_uri="/auth/verify")
     return BrowserStack(site=caddy.url, hls=hls, fake=fake, data_dir=data_dir)
 
 

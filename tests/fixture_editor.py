@@ -1,8 +1,9 @@
 """The editor behind the injection proxy in tests: the demo editor's login and sidebar, plus probe routes.
 
 The demo editor (sidecar/demo_editor.py) already reproduces the real editor's `/login` form, `session` cookie,
-redirects and `nav.sidebar#sidebar` markup; the routes added here give tests answers of every shape to compare
-byte for byte, and one that reports the headers the editor received.
+redirects and `nav.sidebar#sidebar` markup (its index page names the signed-in user); the routes added here give
+tests answers of every shape to compare byte for byte, and one that reports the headers the editor received.
+`restart()` replaces the demo editor with a new one (a new signing key), as restarting the real editor does.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import gzip
 import threading
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from sidecar import demo_editor
 
@@ -39,10 +42,20 @@ class FixtureEditor:
 
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.login_posts = 0
+        self._editor = demo_editor.create_app(USERNAME, PASSWORD)
         self.app = self._build()
 
+    def restart(self) -> None:
+        """A new editor process, in effect: a new signing key, so every session it gave out is void."""
+        self._editor = demo_editor.create_app(USERNAME, PASSWORD)
+
+    async def _current_editor(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/login":
+            self.login_posts += 1
+        await self._editor(scope, receive, send)
+
     def _build(self) -> Starlette:
-        base = demo_editor.create_app(USERNAME, PASSWORD)
 
         async def echo(request: Request) -> Response:
             body = await request.body()
@@ -84,6 +97,22 @@ class FixtureEditor:
             response.set_cookie("second", "2", path="/api")
             return response
 
+        async def signed_in_echo(request: Request) -> Response:
+            # Like the editor's own forms: only with a valid session, else a redirect to its login page.
+            transport = httpx.ASGITransport(app=self._current_editor)
+            async with httpx.AsyncClient(transport=transport, base_url="http://editor") as editor:
+                status = await editor.get("/api/status", headers={"cookie": request.headers.get("cookie", "")})
+            if status.status_code != 200:
+                return RedirectResponse("/login", status_code=302)
+            return JSONResponse({"body_length": len(await request.body())})
+
+        async def session_cookie(request: Request) -> Response:
+            # As an editor does when it refreshes its session: the bridge must keep this from the browser.
+            response = JSONResponse({"ok": True})
+            response.set_cookie("session", "from-the-editor", httponly=True)
+            response.set_cookie("theme", "dark")
+            return response
+
         async def absolute_redirect(request: Request) -> Response:
             origin = f"{request.url.scheme}://{request.headers['host']}"
             return Response(status_code=302, headers={"Location": f"{origin}/login?from=absolute"})
@@ -110,10 +139,12 @@ class FixtureEditor:
             Route("/probe/blob.bin", blob),
             Route("/probe/missing", missing),
             Route("/probe/cookies", cookies),
+            Route("/probe/session-cookie", session_cookie),
+            Route("/probe/signed-in-echo", signed_in_echo, methods=["POST"]),
             Route("/probe/absolute-redirect", absolute_redirect),
             Route("/probe/stream", stream),
         ]
-        return Starlette(routes=[*base.routes, *probes])
+        return Starlette(routes=[*probes, Mount("", app=self._current_editor)])
 
 
 def stream_body() -> Iterator[bytes]:

@@ -47,7 +47,7 @@ Launch = Callable[..., LoggedProcess]
 
 def child_env(**values: str) -> dict[str, str]:
     """The test runner's environment without anything that configures the sidecar or the Caddyfile."""
-    caddy_vars = {"SITE_ADDRESS", "SIDECAR_UPSTREAM", "EDITOR_UPSTREAM", "AUTH_UPSTREAM", "AUTH_URI", "CADDY_ADMIN"}
+    caddy_vars = {"SITE_ADDRESS", "SIDECAR_UPSTREAM", "AUTH_UPSTREAM", "AUTH_URI", "CADDY_ADMIN"}
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_") and k not in caddy_vars}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     env.update(values)
@@ -126,39 +126,45 @@ def sidecar_data(process_dir: Path) -> Path:
     return data_dir
 
 
-def _start_sidecar(launch: Launch, name: str, data_dir: Path, trusted_proxies: str) -> SidecarInstance:
+def _start_sidecar(
+    launch: Launch, name: str, data_dir: Path, trusted_proxies: str, editor: Endpoint
+) -> SidecarInstance:
     port = free_port()
     env = _sidecar_env(
-        data_dir, SIDECAR_HOST="127.0.0.1", SIDECAR_PORT=str(port), SIDECAR_TRUSTED_PROXIES=trusted_proxies
+        data_dir,
+        SIDECAR_HOST="127.0.0.1",
+        SIDECAR_PORT=str(port),
+        SIDECAR_TRUSTED_PROXIES=trusted_proxies,
+        SIDECAR_EDITOR_URL=editor.url,
     )
     launch(name, [sys.executable, "-m", "sidecar", "serve"], env, ready_url=f"http://127.0.0.1:{port}/healthz")
     return SidecarInstance(Endpoint(name, port), data_dir)
 
 
 @pytest.fixture(scope="session")
-def sidecar(launch: Launch, sidecar_data: Path) -> SidecarInstance:
-    """The real sidecar in local mode, trusting identity headers from loopback (where Caddy connects from)."""
-    return _start_sidecar(launch, "sidecar-local", sidecar_data, "127.0.0.0/8,::1/128")
+def sidecar(launch: Launch, sidecar_data: Path, echo_editor: Endpoint) -> SidecarInstance:
+    """The real sidecar in local mode, trusting identity headers from loopback (where Caddy connects from), with
+    the echo as its editor."""
+    return _start_sidecar(launch, "sidecar-local", sidecar_data, "127.0.0.0/8,::1/128", echo_editor)
 
 
 @pytest.fixture(scope="session")
-def sidecar_untrusting(launch: Launch, sidecar_data: Path) -> SidecarInstance:
+def sidecar_untrusting(launch: Launch, sidecar_data: Path, echo_editor: Endpoint) -> SidecarInstance:
     """The same sidecar, but trusting only a range the tests never connect from."""
-    return _start_sidecar(launch, "sidecar-untrusting", sidecar_data, "192.0.2.0/24")
+    return _start_sidecar(launch, "sidecar-untrusting", sidecar_data, "192.0.2.0/24", echo_editor)
 
 
 @pytest.fixture(scope="session")
 def start_caddy(launch: Launch, process_dir: Path) -> Callable[..., Endpoint]:
-    """Runs the shipped Caddyfile with the given upstreams; returns the site's endpoint."""
+    """Runs the shipped Caddyfile with the given upstreams (the editor sits behind the sidecar); returns the site."""
     binary = str(caddy_binary())
 
-    def _start(name: str, *, sidecar: Endpoint, editor: Endpoint, auth: Endpoint, auth_uri: str) -> Endpoint:
+    def _start(name: str, *, sidecar: Endpoint, auth: Endpoint, auth_uri: str) -> Endpoint:
         port = free_port()
         state = process_dir / name
         env = child_env(
             SITE_ADDRESS=f"http://127.0.0.1:{port}",
             SIDECAR_UPSTREAM=sidecar.hostport,
-            EDITOR_UPSTREAM=editor.hostport,
             AUTH_UPSTREAM=auth.hostport,
             AUTH_URI=auth_uri,
             CADDY_ADMIN="off",
@@ -173,47 +179,31 @@ def start_caddy(launch: Launch, process_dir: Path) -> Callable[..., Endpoint]:
 
 
 @pytest.fixture(scope="session")
-def caddy_local(start_caddy: Callable[..., Endpoint], sidecar: SidecarInstance, echo_editor: Endpoint) -> Endpoint:
-    """Local mode: the sidecar is Caddy's forward-auth target; the editor is an echo."""
+def caddy_local(start_caddy: Callable[..., Endpoint], sidecar: SidecarInstance) -> Endpoint:
+    """Local mode: the sidecar is Caddy's forward-auth target; the editor behind it is an echo."""
     ep = sidecar.endpoint
-    return start_caddy("caddy-local", sidecar=ep, editor=echo_editor, auth=ep, auth_uri="/auth/verify")
+    return start_caddy("caddy-local", sidecar=ep, auth=ep, auth_uri="/auth/verify")
 
 
 @pytest.fixture(scope="session")
-def caddy_alice(
-    start_caddy: Callable[..., Endpoint], sidecar: SidecarInstance, echo_editor: Endpoint, outpost_alice: Endpoint
-) -> Endpoint:
+def caddy_alice(start_caddy: Callable[..., Endpoint], sidecar: SidecarInstance, outpost_alice: Endpoint) -> Endpoint:
     """Authentik mode, with an outpost that vouches for alice (vid_public) on every request."""
-    return start_caddy(
-        "caddy-alice", sidecar=sidecar.endpoint, editor=echo_editor, auth=outpost_alice, auth_uri=OUTPOST_AUTH_URI
-    )
+    return start_caddy("caddy-alice", sidecar=sidecar.endpoint, auth=outpost_alice, auth_uri=OUTPOST_AUTH_URI)
 
 
 @pytest.fixture(scope="session")
 def caddy_anonymous(
-    start_caddy: Callable[..., Endpoint], sidecar: SidecarInstance, echo_editor: Endpoint, outpost_anonymous: Endpoint
+    start_caddy: Callable[..., Endpoint], sidecar: SidecarInstance, outpost_anonymous: Endpoint
 ) -> Endpoint:
     """Authentik mode, with an outpost that answers 200 without identity (Authentik's unauthenticated paths)."""
-    return start_caddy(
-        "caddy-anonymous",
-        sidecar=sidecar.endpoint,
-        editor=echo_editor,
-        auth=outpost_anonymous,
-        auth_uri=OUTPOST_AUTH_URI,
-    )
+    return start_caddy("caddy-anonymous", sidecar=sidecar.endpoint, auth=outpost_anonymous, auth_uri=OUTPOST_AUTH_URI)
 
 
 @pytest.fixture(scope="session", params=["outpost-alice", "outpost-anonymous"])
 def caddy_echo(
-    request: pytest.FixtureRequest, start_caddy: Callable[..., Endpoint], echo_sidecar: Endpoint, echo_editor: Endpoint
+    request: pytest.FixtureRequest, start_caddy: Callable[..., Endpoint], echo_sidecar: Endpoint
 ) -> tuple[Endpoint, Endpoint]:
-    """Authentik mode with echoes as sidecar and editor, so every forwarded header is visible; (caddy, outpost)."""
+    """Authentik mode with an echo as the sidecar, so every forwarded header is visible; (caddy, outpost)."""
     outpost: Endpoint = request.getfixturevalue(request.param.replace("-", "_"))
-    caddy = start_caddy(
-        f"caddy-echo-{request.param}",
-        sidecar=echo_sidecar,
-        editor=echo_editor,
-        auth=outpost,
-        auth_uri=OUTPOST_AUTH_URI,
-    )
+    caddy = start_caddy(f"caddy-echo-{request.param}", sidecar=echo_sidecar, auth=outpost, auth_uri=OUTPOST_AUTH_URI)
     return caddy, outpost

@@ -304,15 +304,19 @@ def test_sidecar_trusts_identity_headers_from_caddys_fixed_address_only(
     assert trusted == [ip_network(f"{caddy_address}/32")], "trust Caddy's address alone, never the subnet"
 
 
-def test_caddy_reaches_the_sidecar_and_the_editor_where_they_listen(services: dict[str, dict[str, Any]]) -> None:
+def test_caddy_reaches_the_sidecar_and_the_sidecar_the_editor_where_they_listen(
+    services: dict[str, dict[str, Any]],
+) -> None:
     caddy_env = environment(services["caddy"])
     sidecar_env = environment(services["sidecar"])
     assert caddy_env["SIDECAR_UPSTREAM"] == f"sidecar:{sidecar_env['SIDECAR_PORT']}"
     assert interpolate(caddy_env["AUTH_UPSTREAM"]) == caddy_env["SIDECAR_UPSTREAM"]
     assert interpolate(caddy_env["AUTH_URI"]) == "/auth/verify"
     assert sidecar_env["SIDECAR_HOST"] == "0.0.0.0"
-    # The editor runs in MediaMTX's network namespace, so its name is an alias of the mediamtx service.
-    assert caddy_env["EDITOR_UPSTREAM"] == "editor:5000"
+    # The editor runs in MediaMTX's network namespace, so its name is an alias of the mediamtx service. Only the
+    # sidecar's proxy reaches it (admins only, identity removed); Caddy has no route to it.
+    assert sidecar_env["SIDECAR_EDITOR_URL"] == "http://editor:5000"
+    assert not any("EDITOR" in name for name in caddy_env)
     assert services["editor"]["network_mode"] == "service:mediamtx"
     assert "editor" in services["mediamtx"]["networks"]["stack"]["aliases"]
 
@@ -370,7 +374,8 @@ def test_caddy_loads_the_config_as_the_container_sees_it(
     done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     dials = set(re.findall(r'"dial":\s*"([^"]+)"', done.stdout))
-    assert {"sidecar:8088", "editor:5000", auth_dial} <= dials
+    assert {"sidecar:8088", auth_dial} <= dials
+    assert "editor:5000" not in dials, "the editor is reached through the sidecar only"
     if auth_dial.startswith("server:"):
         assert "stack" in services["server"]["networks"], "Caddy must share a network with Authentik's server"
 

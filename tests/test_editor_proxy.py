@@ -345,3 +345,13 @@ def test_overlay_script_is_valid_javascript() -> None:
         ["node", "--input-type=module", "--check"], input=source, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_editor_bodies_may_exceed_the_sidecars_own_limit(http: httpx.Client) -> None:
+    headers = {**ADMIN, "Origin": str(http.base_url), "Content-Type": "application/octet-stream"}
+    upload = b"u" * (1024 * 1024)
+    seen = http.post("/probe/echo", content=upload, headers=headers).json()
+    assert seen["body_length"] == len(upload)
+    # The sidecar's own routes, and its paths the proxy refuses, keep the small limit.
+    for target in ("/api/v1/users", "/users/nobody/groups", "/auth/login"):
+        assert http.post(target, content=b"x" * 100_000, headers=headers).status_code == 413, target

@@ -137,8 +137,7 @@ async def recovery_email(request: Request) -> Response:
     if stage is not None and not isinstance(stage, str):
         raise BadRequest("email_stage must be a string", field="email_stage")
     # Without one in the body, the configured stage (SIDECAR_AUTHENTIK_RECOVERY_EMAIL_STAGE) when there is one.
-    configured = getattr(svc.settings, "authentik_recovery_email_stage", None)
-    chosen = stage or (configured if isinstance(configured, str) else None)
+    chosen = stage or svc.settings.authentik_recovery_email_stage
     await svc.users.send_recovery_email(request.path_params["username"], chosen, who.username)
     return JSONResponse({"sent": True})
 

@@ -3,6 +3,10 @@
 Everything is forwarded as it is (method, raw path, query, body streamed, headers), and every answer comes back
 as it is, streamed, except HTML pages (status 200), which get the overlay's stylesheet and script before the last
 `</body>`. The editor itself stays unmodified.
+
+With the SSO bridge on (service credentials configured, see sidecar/editor_session.py) the editor's `session`
+cookie is the sidecar's, not the browser's, and the editor's own login, logout, self-service and mail settings
+are answered here instead.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from sidecar.editor_session import EDITOR_COOKIE, EditorSession, EditorSignInFailed, is_login_location
 from sidecar.errors import Forbidden
 from sidecar.identity import IDENTITY_PREFIX, Principal, Role
 from sidecar.settings import Settings
@@ -60,6 +65,16 @@ ASSET_AUDIT_WINDOW_SECONDS = 300.0
 ASSET_SUFFIXES = (".css", ".js", ".mjs", ".map", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".ico", ".webp", ".woff2")
 MAX_ASSET_AUDIT_KEYS = 4096
 BODY_CLOSE = re.compile(rb"</body\s*>", re.IGNORECASE)
+# With the bridge on, request bodies up to this size are kept so a request can be sent again after a new sign-in.
+MAX_REPLAY_BYTES = 1024 * 1024
+# The editor's self-service pages, replaced by the sidecar's request-access page (and Authentik's recovery).
+SELF_SERVICE = ("/register", "/forgot-password", "/reset-password")
+EMAIL_SETTINGS = "/api/webeditor/email/"
+SIGN_OUT_PAGE = (
+    "<!doctype html><title>Sign out</title>"
+    '<form method="post" action="/auth/logout"><p>Sign out of the video site?</p>'
+    '<button type="submit">Sign out</button> <a href="/">Back</a></form>'
+)
 
 
 def routes(settings: Settings) -> list[BaseRoute]:
@@ -77,35 +92,123 @@ async def proxy(request: Request) -> Response:
     refused = _refusal(request, who)
     if refused is not None:
         return refused
+    svc = services(request)
+    bridge = _bridge(request)
+    if bridge is not None:
+        replaced = _replaced_by_sidecar(request, svc.settings)
+        if replaced is not None:
+            return replaced
     if request.method not in SAFE_METHODS:
         # The editor has no CSRF protection of its own; a foreign page must not drive it with an admin's cookies.
         check_same_origin(request)
     _audit(request, who)
-    svc = services(request)
     editor_url = svc.settings.editor_url or ""
     timeout = httpx.Timeout(svc.settings.upstream_timeout, read=READ_TIMEOUT_SECONDS, write=READ_TIMEOUT_SECONDS)
-    # Built directly rather than with `build_request`, which would add the client's default headers (an
-    # Accept-Encoding the browser never sent) and cookies from its jar.
-    upstream_request = httpx.Request(
-        request.method,
-        _target(editor_url, request),
-        headers=_request_headers(request),
-        content=_body(request),
-        extensions={"timeout": timeout.as_dict()},
-    )
+    body: bytes | AsyncIterator[bytes] | None = _body(request)
+    if bridge is not None and body is not None and _small_body(request):
+        body = await request.body()  # kept, so the request can be repeated after signing in again
+
+    def build(editor_cookie: str | None) -> httpx.Request:
+        # Built directly rather than with `build_request`, which would add the client's default headers (an
+        # Accept-Encoding the browser never sent) and cookies from its jar.
+        return httpx.Request(
+            request.method,
+            _target(editor_url, request),
+            headers=_request_headers(request, editor_cookie),
+            content=body,
+            extensions={"timeout": timeout.as_dict()},
+        )
+
     try:
-        upstream = await svc.http.send(upstream_request, stream=True)
+        editor_cookie = await bridge.cookie(svc.http) if bridge is not None else None
+        upstream = await svc.http.send(build(editor_cookie), stream=True)
+        if bridge is not None and editor_cookie is not None and _session_lost(upstream):
+            if isinstance(body, AsyncIterator):
+                # A streamed body is gone; the browser gets the editor's answer, the next request a new session.
+                bridge.forget(editor_cookie)
+            else:
+                await upstream.aclose()
+                editor_cookie = await bridge.renew(svc.http, stale=editor_cookie)
+                upstream = await svc.http.send(build(editor_cookie), stream=True)
+                if _sent_to_login(upstream):
+                    # Signed in, yet refused at once: never send the browser round the login page in circles.
+                    await upstream.aclose()
+                    bridge.forget(editor_cookie)
+                    log.warning("the editor refused a session it had just given the sidecar")
+                    return _sign_in_failed(request)
+    except EditorSignInFailed:
+        return _sign_in_failed(request)
     except httpx.HTTPError as error:
         log.warning("editor unreachable at %s: %s", editor_url, type(error).__name__)
         return _unreachable(request)
+    strip = frozenset({EDITOR_COOKIE}) if bridge is not None else frozenset()
     try:
         if _is_page(request, upstream):
-            return await _with_overlay(request, upstream, editor_url)
-        return _passthrough(request, upstream, editor_url)
+            return await _with_overlay(request, upstream, editor_url, strip)
+        return _passthrough(request, upstream, editor_url, strip)
     except httpx.HTTPError as error:
         await upstream.aclose()
         log.warning("editor answer unreadable: %s", type(error).__name__)
         return _unreachable(request)
+
+
+def _bridge(request: Request) -> EditorSession | None:
+    """The sidecar's editor session, made on first use; None when the bridge is off."""
+    settings = services(request).settings
+    if not settings.editor_bridge:
+        return None
+    state = request.app.state
+    if not hasattr(state, "editor_session"):
+        password = settings.editor_password.get_secret_value() if settings.editor_password else ""
+        url, username = settings.editor_url or "", settings.editor_username or ""
+        state.editor_session = EditorSession(url, username, password, httpx.Timeout(settings.upstream_timeout))
+    found: EditorSession = state.editor_session
+    return found
+
+
+def _replaced_by_sidecar(request: Request, settings: Settings) -> Response | None:
+    """The editor's own account pages and mail settings, which the sidecar (or Authentik) owns with the bridge on."""
+    path = request.url.path.rstrip("/") or "/"
+    if path == "/login":
+        return RedirectResponse("/", status_code=302)  # already signed in, as the sidecar's service account
+    if path == "/logout":
+        if settings.mode == "authentik":
+            return RedirectResponse("/outpost.goauthentik.io/sign_out", status_code=302)
+        # Signing out is a POST (with the same-origin check), so a link on another site cannot do it.
+        return HTMLResponse(SIGN_OUT_PAGE)
+    if path in SELF_SERVICE:
+        if settings.mode == "authentik" and settings.authentik_url and path != "/register":
+            return RedirectResponse(f"{settings.authentik_url.rstrip('/')}/if/flow/default-recovery-flow/", 302)
+        return RedirectResponse("/request-access", status_code=302)
+    if request.method in SAFE_METHODS:
+        return None
+    if path == EMAIL_SETTINGS.rstrip("/") or path.startswith(EMAIL_SETTINGS):
+        return JSONResponse({"error": "email is configured in the sidecar/Authentik"}, status_code=403)
+    if path == "/change_password":
+        # Changing the service account's password in the editor would lock every admin out of it.
+        return JSONResponse({"error": "passwords are managed in the sidecar/Authentik"}, status_code=403)
+    return None
+
+
+def _small_body(request: Request) -> bool:
+    announced = request.headers.get("content-length", "")
+    return announced.isdigit() and int(announced) <= MAX_REPLAY_BYTES
+
+
+def _session_lost(upstream: httpx.Response) -> bool:
+    """The editor no longer knows the session: it sends pages to its login, and answers its API with 401."""
+    return upstream.status_code == 401 or _sent_to_login(upstream)
+
+
+def _sent_to_login(upstream: httpx.Response) -> bool:
+    return upstream.is_redirect and is_login_location(upstream.headers.get("location", ""))
+
+
+def _sign_in_failed(request: Request) -> Response:
+    message = "The sidecar could not sign in to the editor; check SIDECAR_EDITOR_USERNAME and SIDECAR_EDITOR_PASSWORD."
+    if _wants_html(request):
+        return HTMLResponse(f"<!doctype html><title>Editor sign-in failed</title><p>{message}</p>", status_code=502)
+    return JSONResponse({"error": message}, status_code=502)
 
 
 def _wants_html(request: Request) -> bool:
@@ -175,10 +278,12 @@ def _connection_named(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
     return named
 
 
-def _request_headers(request: Request) -> list[tuple[bytes, bytes]]:
+def _request_headers(request: Request, editor_cookie: str | None = None) -> list[tuple[bytes, bytes]]:
+    """The browser's headers without identity or credentials; with the bridge, the sidecar's editor session."""
     raw = request.headers.raw
     drop = HOP_BY_HOP | _connection_named(raw) | {b"host", b"x-api-key"}
     forwarded: list[tuple[bytes, bytes]] = []
+    cookies: list[bytes] = []
     for name, value in raw:
         lower = name.lower()
         # Identity reaches the editor from nowhere but the sidecar; underscore spellings are folded like WSGI does.
@@ -187,7 +292,10 @@ def _request_headers(request: Request) -> list[tuple[bytes, bytes]]:
         if lower == b"authorization" and value[:7].lower() == b"bearer ":
             continue  # a sidecar session token
         if lower == b"cookie":
-            value = _without_session_cookie(value)
+            value = _without_cookies(value, _dropped_cookies(editor_cookie))
+            if editor_cookie is not None:
+                cookies.append(value)  # joined with the editor session below: servers read one Cookie header
+                continue
             if not value:
                 continue
         if lower == b"accept-encoding" and _wants_html(request):
@@ -195,14 +303,22 @@ def _request_headers(request: Request) -> list[tuple[bytes, bytes]]:
         forwarded.append((name, value))
     if _wants_html(request):
         forwarded.append((b"accept-encoding", b"identity"))
+    if editor_cookie is not None:
+        cookies.append(f"{EDITOR_COOKIE}={editor_cookie}".encode())
+        forwarded.append((b"cookie", b"; ".join(part for part in cookies if part)))
     return forwarded
 
 
-def _without_session_cookie(value: bytes) -> bytes:
-    """The sidecar's own session token is none of the editor's business."""
+def _dropped_cookies(editor_cookie: str | None) -> tuple[bytes, ...]:
+    # The sidecar's own session token is none of the editor's business; with the bridge, a browser's editor
+    # session (a stale or forged one) is replaced by the sidecar's.
+    own = SESSION_COOKIE.encode() + b"="
+    return (own, EDITOR_COOKIE.encode() + b"=") if editor_cookie is not None else (own,)
+
+
+def _without_cookies(value: bytes, prefixes: tuple[bytes, ...]) -> bytes:
     kept = [part.strip() for part in value.split(b";") if part.strip()]
-    prefix = SESSION_COOKIE.encode() + b"="
-    return b"; ".join(part for part in kept if not part.startswith(prefix))
+    return b"; ".join(part for part in kept if not part.startswith(prefixes))
 
 
 def _body(request: Request) -> AsyncIterator[bytes] | None:
@@ -213,8 +329,12 @@ def _body(request: Request) -> AsyncIterator[bytes] | None:
 
 
 def _response_headers(
-    upstream: httpx.Response, editor_url: str, drop: frozenset[bytes] = frozenset()
+    upstream: httpx.Response,
+    editor_url: str,
+    drop: frozenset[bytes] = frozenset(),
+    cookies: frozenset[str] = frozenset(),
 ) -> list[tuple[bytes, bytes]]:
+    """The editor's headers for the browser; `cookies` names cookies whose Set-Cookie stays with the sidecar."""
     raw = upstream.headers.raw
     dropped = HOP_BY_HOP | _connection_named(raw) | drop
     kept: list[tuple[bytes, bytes]] = []
@@ -222,10 +342,16 @@ def _response_headers(
         lower = name.lower()
         if lower in dropped:
             continue
+        if lower == b"set-cookie" and _cookie_name(value) in cookies:
+            continue
         if lower == b"location":
             value = _local_location(value, editor_url)
         kept.append((lower, value))
     return kept
+
+
+def _cookie_name(set_cookie: bytes) -> str:
+    return set_cookie.split(b"=", 1)[0].strip().decode("latin-1")
 
 
 def _local_location(value: bytes, editor_url: str) -> bytes:
@@ -252,22 +378,24 @@ def _is_page(request: Request, upstream: httpx.Response) -> bool:
     return not (announced.isdigit() and int(announced) > MAX_PAGE_BYTES)
 
 
-async def _with_overlay(request: Request, upstream: httpx.Response, editor_url: str) -> Response:
+async def _with_overlay(
+    request: Request, upstream: httpx.Response, editor_url: str, cookies: frozenset[str]
+) -> Response:
     try:
         body = await upstream.aread()  # decoded: gzip, deflate (and br, zstd when their packages are installed)
     finally:
         await upstream.aclose()
     response = Response(content=insert_overlay(body), status_code=upstream.status_code)
-    headers = _response_headers(upstream, editor_url, BODY_DESCRIBING)
+    headers = _response_headers(upstream, editor_url, BODY_DESCRIBING, cookies)
     headers = [(name, allow_self(value) if name == b"content-security-policy" else value) for name, value in headers]
     response.raw_headers = [*headers, (b"content-length", str(len(response.body)).encode())]
     return response
 
 
-def _passthrough(request: Request, upstream: httpx.Response, editor_url: str) -> Response:
+def _passthrough(request: Request, upstream: httpx.Response, editor_url: str, cookies: frozenset[str]) -> Response:
     page_head = request.method == "HEAD" and upstream.status_code == 200 and _is_html(upstream)
     # A HEAD for a page cannot know the length the overlay gives the GET, so it announces none.
-    headers = _response_headers(upstream, editor_url, BODY_DESCRIBING if page_head else frozenset())
+    headers = _response_headers(upstream, editor_url, BODY_DESCRIBING if page_head else frozenset(), cookies)
     if request.method == "HEAD":
         response = Response(status_code=upstream.status_code)
         response.raw_headers = headers

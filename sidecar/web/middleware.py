@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,18 +30,24 @@ class Timing:
 
 
 class BodyLimit:
-    """Refuse bodies over `limit` bytes: at once when Content-Length says so, else while the body streams in."""
+    """Refuse bodies over the limit: at once when Content-Length says so, else while the body streams in.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    The limit is `limit`, or what `limit_for` answers for the request (the editor behind the proxy takes uploads
+    the sidecar's own routes never need).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, limit_for: Callable[[Scope], int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.limit_for = limit_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(scope) if self.limit_for is not None else self.limit
         for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
                 await self._refuse(send)
                 return
         received = 0
@@ -49,7 +56,7 @@ class BodyLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.limit:
+            if received > limit:
                 raise HTTPException(413)  # the app's exception handler turns this into the JSON error
             return message
 
