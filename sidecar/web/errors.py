@@ -15,19 +15,23 @@ from sidecar.mediamtx import MediaMTXError, MediaMTXNotFound, MediaMTXRejected, 
 from sidecar.web.templating import page
 
 log = logging.getLogger("sidecar.web")
-PAGE_PREFIXES = ("/users", "/streams", "/audit")
+# Machine-facing paths always answer JSON; everything else answers a page when a browser asks for HTML.
+JSON_ONLY_PREFIXES = ("/api/", "/mediamtx/", "/.well-known/", "/metrics", "/auth/")
 
 
 def _wants_page(request: Request) -> bool:
-    return request.url.path.startswith(PAGE_PREFIXES) and "text/html" in request.headers.get("accept", "")
+    path = request.url.path
+    return not path.startswith(JSON_ONLY_PREFIXES) and "text/html" in request.headers.get("accept", "")
 
 
 def error_response(request: Request, status: int, message: str, field: str | None = None) -> Response:
     if _wants_page(request):
-        if status == 401:
+        svc = request.app.state.services
+        if status == 401 and svc.sessions is not None:
             target = quote(request.url.path, safe="/")
             return RedirectResponse(f"/auth/login?next={target}", status_code=303)
-        svc = request.app.state.services
+        if status == 401:  # authentik mode: signing in happens at the outpost, not on a sidecar page
+            message = "You are not signed in. Open the site's address again to sign in."
         context = {
             "status": status,
             "message": message,

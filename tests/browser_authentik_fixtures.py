@@ -1,0 +1,127 @@
+"""Module fixtures for the authentik-mode browser tests: a fake Authentik API, the fixture editor (with its own
+login) and a cookie-driven stand-in outpost, each served by uvicorn in a thread; the real sidecar in authentik mode
+with the SSO bridge on; and the real Caddy with the shipped Caddyfile asking the stand-in outpost."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from playwright.sync_api import BrowserContext
+
+from sidecar.processes import free_port, stop_process
+from tests.fake_authentik import TOKEN, FakeAuthentik
+from tests.fake_mediamtx import FakeMediaMTX
+from tests.fixture_editor import PASSWORD as EDITOR_PASSWORD
+from tests.fixture_editor import USERNAME as EDITOR_USERNAME
+from tests.fixture_editor import FixtureEditor
+from tests.outpost_stand_in import COOKIE, create_outpost
+from tests.processes_fixtures import OUTPOST_AUTH_URI, Endpoint, Launch, child_env
+
+VID_GROUPS = ("vid_public", "vid_private", "vid_admin")
+TAK_GROUPS = ("tak_users", "tak_ROLE_ADMIN")
+
+
+@dataclass(frozen=True)
+class AuthentikStack:
+    site: str  # Caddy's site
+    authentik: FakeAuthentik
+    editor: FixtureEditor
+    data_dir: Path
+
+
+class ServedApp:
+    """An ASGI app served by uvicorn on a free loopback port, in a thread of this process."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint("served", self.port)
+
+    def __enter__(self) -> ServedApp:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            assert time.monotonic() < deadline, "a stand-in server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+def seeded_authentik() -> FakeAuthentik:
+    """admin (vid_admin), bob (vid_public), carol (only tak_users); the vid_* groups and two tak_* ones."""
+    fake = FakeAuthentik()
+    for name in (*VID_GROUPS, *TAK_GROUPS):
+        fake.add_group(name)
+    fake.add_user("admin", "vid_admin", name="Admin", email="admin@example.org")
+    fake.add_user("bob", "vid_public", name="Bob", email="bob@example.org")
+    fake.add_user("carol", "tak_users", name="Carol", email="carol@example.org")
+    return fake
+
+
+def members(fake: FakeAuthentik, group: str) -> set[str]:
+    """The usernames in `group` in the fake's current state."""
+    found = fake.group_named(group)
+    assert found is not None, group
+    return {fake.users[pk].username for pk in found.members}
+
+
+@pytest.fixture(scope="module")
+def authentik_stack(
+    launch: Launch,
+    start_caddy: Callable[..., Endpoint],
+    process_dir: Path,
+    fake_mediamtx_http: tuple[FakeMediaMTX, str],
+) -> Iterator[AuthentikStack]:
+    """The sidecar in authentik mode (SSO bridge to the fixture editor) behind the shipped Caddyfile."""
+    _, mediamtx_url = fake_mediamtx_http
+    fake = seeded_authentik()
+    editor = FixtureEditor()
+    with (
+        ServedApp(fake.app) as authentik,
+        ServedApp(editor.app) as editor_server,
+        ServedApp(create_outpost()) as outpost,
+    ):
+        data_dir = process_dir / "browser-authentik-data"
+        port = free_port()
+        env = child_env(
+            SIDECAR_MODE="authentik",
+            SIDECAR_DATA_DIR=str(data_dir),
+            SIDECAR_LOG_LEVEL="WARNING",
+            SIDECAR_HOST="127.0.0.1",
+            SIDECAR_PORT=str(port),
+            SIDECAR_TRUSTED_PROXIES="127.0.0.0/8,::1/128",
+            SIDECAR_AUTHENTIK_URL=authentik.endpoint.url,
+            SIDECAR_AUTHENTIK_TOKEN=TOKEN,
+            SIDECAR_MEDIAMTX_API_URL=mediamtx_url,
+            SIDECAR_EDITOR_URL=editor_server.endpoint.url,
+            SIDECAR_EDITOR_USERNAME=EDITOR_USERNAME,
+            SIDECAR_EDITOR_PASSWORD=EDITOR_PASSWORD,
+        )
+        cli = [sys.executable, "-m", "sidecar"]
+        proc = launch("sidecar-authentik", [*cli, "serve"], env, ready_url=f"http://127.0.0.1:{port}/healthz")
+        sidecar = Endpoint("sidecar-authentik", port)
+        caddy = start_caddy("caddy-authentik", sidecar=sidecar, auth=outpost.endpoint, auth_uri=OUTPOST_AUTH_URI)
+        yield AuthentikStack(site=caddy.url, authentik=fake, editor=editor, data_dir=data_dir)
+        stop_process(proc)  # before its upstreams go; Caddy, idle, goes at the end of the session
+
+
+def signed_in_as(context: BrowserContext, site: str, username: str) -> BrowserContext:
+    """Make the stand-in outpost vouch for `username` on every request this context sends to `site`."""
+    context.add_cookies([{"name": COOKIE, "value": username, "url": site}])
+    return context
