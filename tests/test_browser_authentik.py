@@ -112,8 +112,8 @@ def test_admin_reaches_the_editor_without_its_login_and_manages_bob_from_the_use
 
 @pytest.mark.parametrize(
     ("method", "username", "group"),
-    [("PUT", "bob", "tak_ROLE_ADMIN"), ("DELETE", "carol", "tak_users")],
-    ids=["put-bob-into-tak_ROLE_ADMIN", "delete-carol-from-tak_users"],
+    [("PUT", "bob", "tak_ROLE_ADMIN"), ("POST", "bob", "tak_ROLE_ADMIN"), ("DELETE", "carol", "tak_users")],
+    ids=["put-bob-into-tak_ROLE_ADMIN", "post-bob-into-tak_ROLE_ADMIN", "delete-carol-from-tak_users"],
 )
 def test_a_crafted_membership_change_of_a_tak_group_is_refused_and_audited(
     authentik_stack: AuthentikStack, new_context: NewContext, method: str, username: str, group: str
@@ -134,20 +134,6 @@ def test_a_crafted_membership_change_of_a_tak_group_is_refused_and_audited(
     audit = call(page, "GET", "/api/v1/audit?action=group.denied&actor=admin")
     assert audit["status"] == 200, audit
     assert group in [event["target"] for event in audit["body"]["events"]]
-
-
-def test_a_crafted_post_to_a_tak_group_changes_nothing(
-    authentik_stack: AuthentikStack, new_context: NewContext
-) -> None:
-    """POST is no membership method: the sidecar owns /api/v1/*, so it answers itself and never reaches anyone."""
-    stack = authentik_stack
-    page = open_editor(new_context, stack)
-    csrf = call(page, "GET", "/api/v1/me")["body"]["csrf_token"]
-    writes = len(stack.authentik.writes())
-    answer = call(page, "POST", "/api/v1/users/bob/groups/tak_ROLE_ADMIN", csrf)
-    assert answer["status"] == 404, answer
-    assert members(stack.authentik, "tak_ROLE_ADMIN") == set()
-    assert len(stack.authentik.writes()) == writes
 
 
 def test_a_viewer_never_sees_the_editor_or_the_users_entry(

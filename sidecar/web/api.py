@@ -87,7 +87,7 @@ async def user_patch(request: Request) -> Response:
 async def membership(request: Request) -> Response:
     who = await require(request, admin=True)
     username, group = request.path_params["username"], request.path_params["group"]
-    member = request.method == "PUT"
+    member = request.method in ("PUT", "POST")  # POST is accepted as "add" for clients that cannot send PUT
     changed = await services(request).users.set_membership(username, group, member, who.username)
     return JSONResponse({"username": username, "group": group, "member": member, "changed": changed})
 
@@ -154,7 +154,7 @@ routes = [
     Route("/api/v1/explain", explain),
     Route("/api/v1/users", users_list),
     Route("/api/v1/users/{username}", user_patch, methods=["PATCH"]),
-    Route("/api/v1/users/{username}/groups/{group}", membership, methods=["PUT", "DELETE"]),
+    Route("/api/v1/users/{username}/groups/{group}", membership, methods=["PUT", "POST", "DELETE"]),
     Route("/api/v1/groups", groups_list, methods=["GET"]),
     Route("/api/v1/groups", groups_create, methods=["POST"]),
     Route("/api/v1/users/{username}/recovery-link", recovery_link, methods=["POST"]),

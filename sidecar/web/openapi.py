@@ -97,6 +97,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/users/{username}/groups/{group}": {
                 "put": _op("Add the user to a prefixed group", path_params=("username", "group")),
+                "post": _op("Same as PUT (add), for clients that cannot send PUT", path_params=("username", "group")),
                 "delete": _op(
                     "Remove the user from a prefixed group (kicks sessions that lose access)",
                     path_params=("username", "group"),
