@@ -1,11 +1,12 @@
-"""The one client for Authentik's REST API (`/api/v3`): users, groups, memberships, passwords and recovery."""
+"""The one client for Authentik's REST API (`/api/v3`): users, groups, memberships, passwords, recovery, and the
+flows, stages, bindings and brands `sidecar bootstrap --authentik --recovery` sets up."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
@@ -89,6 +90,67 @@ class AuthentikGroup:
         users = data.get("users")
         count = len(users) if isinstance(users, list) else 0
         return cls(pk=_str(data, "pk"), name=_str(data, "name"), member_count=count)
+
+
+StageKind = Literal["identification", "email", "prompt/stages", "user_write", "user_login"]
+
+
+@dataclass(frozen=True)
+class AuthentikFlow:
+    pk: str
+    slug: str
+    name: str
+    designation: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuthentikFlow:
+        return cls(
+            pk=_str(data, "pk"), slug=_str(data, "slug"), name=_str(data, "name"), designation=_str(data, "designation")
+        )
+
+
+@dataclass(frozen=True)
+class AuthentikStage:
+    """A stage of any kind, or a prompt (the same two fields matter: its id and its name)."""
+
+    pk: str
+    name: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuthentikStage:
+        return cls(pk=_str(data, "pk"), name=_str(data, "name"))
+
+
+@dataclass(frozen=True)
+class AuthentikBinding:
+    pk: str
+    target: str
+    stage: str
+    order: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuthentikBinding:
+        return cls(
+            pk=_str(data, "pk"), target=_str(data, "target"), stage=_str(data, "stage"), order=_int(data, "order")
+        )
+
+
+@dataclass(frozen=True)
+class AuthentikBrand:
+    pk: str
+    domain: str
+    default: bool
+    flow_recovery: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuthentikBrand:
+        recovery = data.get("flow_recovery")
+        return cls(
+            pk=_str(data, "brand_uuid"),
+            domain=_str(data, "domain"),
+            default=data.get("default") is True,
+            flow_recovery=recovery if isinstance(recovery, str) and recovery else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -229,6 +291,51 @@ class AuthentikClient:
     async def remove_user_from_group(self, group_pk: str, user_pk: int) -> None:
         await self._write("POST", f"/core/groups/{quote(group_pk, safe='')}/remove_user/", {"pk": int(user_pk)})
 
+    # --- flows, stages, bindings, brands ----------------------------------------------------------------------
+
+    async def get_flow(self, slug: str) -> AuthentikFlow | None:
+        """The flow whose slug is exactly `slug`."""
+        data = _object(await self._read("/flows/instances/", {"slug": slug}))
+        found = (AuthentikFlow.from_json(item) for item in _results(data))
+        return next((flow for flow in found if flow.slug == slug), None)
+
+    async def create_flow(self, *, name: str, slug: str, title: str, designation: str) -> AuthentikFlow:
+        body = {"name": name, "slug": slug, "title": title, "designation": designation}
+        return AuthentikFlow.from_json(_object(await self._write("POST", "/flows/instances/", body)))
+
+    async def get_stage(self, kind: StageKind, name: str) -> AuthentikStage | None:
+        """The stage of that kind named exactly `name`."""
+        return _named(_object(await self._read(f"/stages/{kind}/", {"name": name})), name)
+
+    async def create_stage(self, kind: StageKind, body: Mapping[str, Any]) -> AuthentikStage:
+        return AuthentikStage.from_json(_object(await self._write("POST", f"/stages/{kind}/", body)))
+
+    async def get_prompt(self, name: str) -> AuthentikStage | None:
+        """The prompt (one field of a prompt stage) named exactly `name`."""
+        return _named(_object(await self._read("/stages/prompt/prompts/", {"name": name})), name)
+
+    async def create_prompt(self, body: Mapping[str, Any]) -> AuthentikStage:
+        return AuthentikStage.from_json(_object(await self._write("POST", "/stages/prompt/prompts/", body)))
+
+    async def list_bindings(self, flow_pk: str) -> list[AuthentikBinding]:
+        """The stage bindings of one flow, in their order (a flow has a handful; one page is plenty)."""
+        params: dict[str, str | int] = {"target": flow_pk, "ordering": "order", "page_size": MAX_PAGE_SIZE}
+        data = _object(await self._read("/flows/bindings/", params))
+        return [binding for binding in map(AuthentikBinding.from_json, _results(data)) if binding.target == flow_pk]
+
+    async def create_binding(self, flow_pk: str, stage_pk: str, order: int) -> AuthentikBinding:
+        body = {"target": flow_pk, "stage": stage_pk, "order": int(order)}
+        return AuthentikBinding.from_json(_object(await self._write("POST", "/flows/bindings/", body)))
+
+    async def list_brands(self) -> list[AuthentikBrand]:
+        data = _object(await self._read("/core/brands/", {"page_size": MAX_PAGE_SIZE, "ordering": "domain"}))
+        return [AuthentikBrand.from_json(item) for item in _results(data)]
+
+    async def set_brand_recovery_flow(self, brand_pk: str, flow_pk: str) -> AuthentikBrand:
+        """Set only the brand's recovery flow (a PATCH carrying that one field)."""
+        endpoint = f"/core/brands/{quote(brand_pk, safe='')}/"
+        return AuthentikBrand.from_json(_object(await self._write("PATCH", endpoint, {"flow_recovery": flow_pk})))
+
     # --- transport ------------------------------------------------------------------------------------------
 
     async def _read(self, endpoint: str, params: Mapping[str, str | int]) -> Any:
@@ -357,6 +464,11 @@ def _count(data: Mapping[str, Any], default: int) -> int:
     pagination = data.get("pagination")
     count = pagination.get("count") if isinstance(pagination, Mapping) else None
     return int(count) if isinstance(count, int | float) and not isinstance(count, bool) else default
+
+
+def _named(data: Mapping[str, Any], name: str) -> AuthentikStage | None:
+    found = (AuthentikStage.from_json(item) for item in _results(data))
+    return next((item for item in found if item.name == name), None)
 
 
 def _str(data: Mapping[str, Any], key: str) -> str:

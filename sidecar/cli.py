@@ -44,6 +44,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap(settings: Settings, args: argparse.Namespace) -> int:
+    if args.authentik:
+        from sidecar.authentik_bootstrap import bootstrap_authentik
+
+        bootstrap_authentik(settings, recovery=args.recovery, force_brand=args.force_brand, out=print)
+        return 0
+    if args.recovery or args.force_brand:
+        print("error: --recovery and --force-brand go with --authentik", file=sys.stderr)
+        return 2
     from sidecar.bootstrap import bootstrap
 
     bootstrap(settings, out=print)
@@ -149,9 +157,15 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--version", action="version", version=__version__)
     sub = root.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the web service").set_defaults(func=cmd_serve)
-    sub.add_parser("bootstrap", help="create data dir, secrets, standard groups, first admin").set_defaults(
-        func=cmd_bootstrap
+    boot = sub.add_parser("bootstrap", help="create data dir, secrets, standard groups, first admin")
+    boot.add_argument("--authentik", action="store_true", help="instead: create the standard groups in Authentik")
+    boot.add_argument(
+        "--recovery", action="store_true", help="with --authentik: also a password-recovery flow on the default brand"
     )
+    boot.add_argument(
+        "--force-brand", action="store_true", help="with --recovery: replace the brand's existing recovery flow"
+    )
+    boot.set_defaults(func=cmd_bootstrap)
     sub.add_parser("check", help="check settings, secrets, storage and the Caddy version").set_defaults(func=cmd_check)
 
     explain = sub.add_parser("explain", help="say whether USER may do ACTION on PATH, and why")

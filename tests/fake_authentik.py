@@ -1,4 +1,5 @@
-"""A small stateful stand-in for Authentik's API (2026.5 `/api/v3`): users, groups, memberships, passwords, recovery.
+"""A small stateful stand-in for Authentik's API (2026.5 `/api/v3`): users, groups, memberships, passwords, recovery,
+and the flows, stages, prompts, flow-stage bindings and brands a recovery flow is built from.
 
 It follows Authentik's shapes: `{"pagination": {...}, "results": [...], "autocomplete": {}}` lists, `{field: [..]}`
 validation errors (400), `{"detail": ...}` for a refused token (403) and unknown objects (404).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +46,59 @@ class FakeUser:
     password: str | None = None
 
 
+# kind in the URL -> (component, verbose name, model name)
+STAGE_KINDS: dict[str, tuple[str, str, str]] = {
+    "identification": ("ak-stage-identification-form", "Identification Stage", "identificationstage"),
+    "email": ("ak-stage-email-form", "Email Stage", "emailstage"),
+    "prompt/stages": ("ak-stage-prompt-form", "Prompt Stage", "promptstage"),
+    "user_write": ("ak-stage-user-write-form", "User Write Stage", "userwritestage"),
+    "user_login": ("ak-stage-user-login-form", "User Login Stage", "userloginstage"),
+    "password": ("ak-stage-password-form", "Password Stage", "passwordstage"),
+}
+WRITE_ONLY = {"password"}  # the email stage's SMTP password is never sent back
+
+
+@dataclass
+class FakeFlow:
+    pk: str
+    slug: str
+    name: str
+    title: str
+    designation: str
+
+
+@dataclass
+class FakeStage:
+    pk: str
+    kind: str
+    name: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FakePrompt:
+    pk: str
+    name: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FakeBinding:
+    pk: str
+    target: str
+    stage: str
+    order: int
+
+
+@dataclass
+class FakeBrand:
+    pk: str
+    domain: str
+    default: bool = False
+    flow_recovery: str | None = None
+    flow_authentication: str | None = None
+
+
 @dataclass
 class Seen:
     method: str
@@ -59,6 +114,14 @@ class FakeAuthentik:
         self.groups: dict[str, FakeGroup] = {}
         self.requests: list[Seen] = []
         self.recovery_emails: list[tuple[str, str]] = []  # (username, email stage)
+        self.flows: dict[str, FakeFlow] = {}
+        self.stages: dict[str, FakeStage] = {}
+        self.prompts: dict[str, FakePrompt] = {}
+        self.bindings: dict[str, FakeBinding] = {}
+        self.brands: dict[str, FakeBrand] = {}
+        stage_routes = [
+            Route(f"/api/v3/stages/{kind}/", self._stages_route(kind), methods=["GET", "POST"]) for kind in STAGE_KINDS
+        ]
         self.app = Starlette(
             routes=[
                 Route("/api/v3/core/users/", self.users_list_or_create, methods=["GET", "POST"]),
@@ -69,6 +132,12 @@ class FakeAuthentik:
                 Route("/api/v3/core/groups/", self.groups_list_or_create, methods=["GET", "POST"]),
                 Route("/api/v3/core/groups/{pk}/add_user/", self.group_add_user, methods=["POST"]),
                 Route("/api/v3/core/groups/{pk}/remove_user/", self.group_remove_user, methods=["POST"]),
+                Route("/api/v3/core/brands/", self.brands_list, methods=["GET"]),
+                Route("/api/v3/core/brands/{pk}/", self.brand_detail, methods=["GET", "PATCH"]),
+                Route("/api/v3/flows/instances/", self.flows_list_or_create, methods=["GET", "POST"]),
+                Route("/api/v3/flows/bindings/", self.bindings_list_or_create, methods=["GET", "POST"]),
+                Route("/api/v3/stages/prompt/prompts/", self.prompts_list_or_create, methods=["GET", "POST"]),
+                *stage_routes,
             ]
         )
 
@@ -86,6 +155,38 @@ class FakeAuthentik:
             group = self.group_named(name) or self.add_group(name)
             group.members.add(user.pk)
         return user
+
+    def add_flow(self, slug: str, designation: str, *, name: str = "", title: str = "") -> FakeFlow:
+        flow = FakeFlow(str(uuid.uuid4()), slug, name or slug, title or slug, designation)
+        self.flows[flow.pk] = flow
+        return flow
+
+    def add_stage(self, kind: str, name: str, **values: Any) -> FakeStage:
+        stage = FakeStage(str(uuid.uuid4()), kind, name, values)
+        self.stages[stage.pk] = stage
+        return stage
+
+    def add_binding(self, flow: FakeFlow, stage: FakeStage, order: int) -> FakeBinding:
+        binding = FakeBinding(str(uuid.uuid4()), flow.pk, stage.pk, order)
+        self.bindings[binding.pk] = binding
+        return binding
+
+    def add_brand(self, domain: str, **values: Any) -> FakeBrand:
+        brand = FakeBrand(str(uuid.uuid4()), domain, **values)
+        self.brands[brand.pk] = brand
+        return brand
+
+    def flow_named(self, slug: str) -> FakeFlow | None:
+        return next((flow for flow in self.flows.values() if flow.slug == slug), None)
+
+    def stage_named(self, name: str) -> FakeStage | None:
+        return next((stage for stage in self.stages.values() if stage.name == name), None)
+
+    def bindings_of(self, flow: FakeFlow) -> list[FakeBinding]:
+        return sorted((b for b in self.bindings.values() if b.target == flow.pk), key=lambda b: b.order)
+
+    def default_brand(self) -> FakeBrand | None:
+        return next((brand for brand in self.brands.values() if brand.default), None)
 
     def user_named(self, username: str) -> FakeUser | None:
         return next((user for user in self.users.values() if user.username == username), None)
@@ -154,6 +255,97 @@ class FakeAuthentik:
             "inherited_roles_obj": None,
             "children": [],
             "children_obj": None,
+        }
+
+    def flow_set_json(self, flow: FakeFlow) -> dict[str, Any]:
+        return {
+            "pk": flow.pk,
+            "policybindingmodel_ptr_id": flow.pk,
+            "name": flow.name,
+            "slug": flow.slug,
+            "title": flow.title,
+            "designation": flow.designation,
+            "background_url": "/static/dist/assets/images/flow_background.jpg",
+            "policy_engine_mode": "any",
+            "compatibility_mode": False,
+            "export_url": f"/api/v3/flows/instances/{flow.slug}/export/",
+            "layout": "stacked",
+            "denied_action": "message_continue",
+        }
+
+    def flow_json(self, flow: FakeFlow) -> dict[str, Any]:
+        data = self.flow_set_json(flow)
+        data.update(
+            background="",
+            background_themed_urls=None,
+            stages=[binding.stage for binding in self.bindings_of(flow)],
+            policies=[],
+            cache_count=0,
+            authentication="none",
+        )
+        return data
+
+    def stage_json(self, stage: FakeStage) -> dict[str, Any]:
+        component, verbose, model = STAGE_KINDS[stage.kind]
+        flows = {b.target for b in self.bindings.values() if b.stage == stage.pk}
+        module = stage.kind.split("/")[0]
+        return {
+            "pk": stage.pk,
+            "name": stage.name,
+            "component": component,
+            "verbose_name": verbose,
+            "verbose_name_plural": verbose + "s",
+            "meta_model_name": f"authentik_stages_{module}.{model}",
+            "flow_set": [self.flow_set_json(self.flows[pk]) for pk in sorted(flows)],
+            **{key: value for key, value in stage.values.items() if key not in WRITE_ONLY},
+        }
+
+    def prompt_json(self, prompt: FakePrompt) -> dict[str, Any]:
+        stages = [s for s in self.stages.values() if s.kind == "prompt/stages" and prompt.pk in s.values["fields"]]
+        return {
+            "pk": prompt.pk,
+            "name": prompt.name,
+            **prompt.values,
+            "prompt_stages_obj": [self.stage_json(stage) for stage in stages],
+        }
+
+    def binding_json(self, binding: FakeBinding) -> dict[str, Any]:
+        stage = self.stage_json(self.stages[binding.stage])
+        base = ("pk", "name", "component", "verbose_name", "verbose_name_plural", "meta_model_name", "flow_set")
+        return {
+            "pk": binding.pk,
+            "policybindingmodel_ptr_id": binding.pk,
+            "target": binding.target,
+            "stage": binding.stage,
+            "stage_obj": {key: stage[key] for key in base},
+            "evaluate_on_plan": False,
+            "re_evaluate_policies": True,
+            "order": binding.order,
+            "policy_engine_mode": "any",
+            "invalid_response_action": "retry",
+        }
+
+    def brand_json(self, brand: FakeBrand) -> dict[str, Any]:
+        return {
+            "brand_uuid": brand.pk,
+            "domain": brand.domain,
+            "default": brand.default,
+            "branding_title": "authentik",
+            "branding_logo": "/static/dist/assets/icons/icon_left_brand.svg",
+            "branding_favicon": "/static/dist/assets/icons/icon.png",
+            "branding_custom_css": "",
+            "branding_default_flow_background": "/static/dist/assets/images/flow_background.jpg",
+            "flow_authentication": brand.flow_authentication,
+            "flow_invalidation": None,
+            "flow_recovery": brand.flow_recovery,
+            "flow_unenrollment": None,
+            "flow_user_settings": None,
+            "flow_device_code": None,
+            "flow_lockdown": None,
+            "default_application": None,
+            "web_certificate": None,
+            "client_certificates": [],
+            "attributes": {},
         }
 
     # --- routes ---------------------------------------------------------------------------------------------
@@ -304,6 +496,115 @@ class FakeAuthentik:
             group.members.discard(pk)
         return Response(status_code=204)
 
+    async def brands_list(self, request: Request) -> Response:
+        body = await self._admit(request)
+        if isinstance(body, Response):
+            return body
+        found = sorted(self.brands.values(), key=lambda brand: brand.domain)
+        if "default" in request.query_params:
+            found = [brand for brand in found if brand.default == (request.query_params["default"] == "true")]
+        return self._page(request, [self.brand_json(brand) for brand in found])
+
+    async def brand_detail(self, request: Request) -> Response:
+        body = await self._admit(request)
+        if isinstance(body, Response):
+            return body
+        brand = self.brands.get(request.path_params["pk"])
+        if brand is None:
+            return JSONResponse({"detail": "No Brand matches the given query."}, 404)
+        if request.method == "PATCH" and isinstance(body, dict) and "flow_recovery" in body:
+            flow = body["flow_recovery"]
+            if flow is not None and flow not in self.flows:
+                return JSONResponse({"flow_recovery": [f'Invalid pk "{flow}" - object does not exist.']}, 400)
+            brand.flow_recovery = flow
+        return JSONResponse(self.brand_json(brand))
+
+    async def flows_list_or_create(self, request: Request) -> Response:
+        body = await self._admit(request)
+        if isinstance(body, Response):
+            return body
+        if request.method == "POST":
+            errors = _required(body, "name", "slug", "title", "designation")
+            if not errors and self.flow_named(body["slug"]) is not None:
+                errors["slug"] = ["flow with this slug already exists."]
+            if errors:
+                return JSONResponse(errors, 400)
+            flow = self.add_flow(body["slug"], body["designation"], name=body["name"], title=body["title"])
+            return JSONResponse(self.flow_json(flow), 201)
+        query = request.query_params
+        found = sorted(self.flows.values(), key=lambda flow: flow.slug)
+        for key in ("slug", "designation", "name"):
+            if key in query:
+                found = [flow for flow in found if getattr(flow, key) == query[key]]
+        return self._page(request, [self.flow_json(flow) for flow in found])
+
+    async def bindings_list_or_create(self, request: Request) -> Response:
+        body = await self._admit(request)
+        if isinstance(body, Response):
+            return body
+        if request.method == "POST":
+            errors = _required(body, "target", "stage")
+            if not isinstance(body, dict) or not isinstance(body.get("order"), int):
+                errors["order"] = ["This field is required."]
+            if not errors and body["target"] not in self.flows:
+                errors["target"] = [f'Invalid pk "{body["target"]}" - object does not exist.']
+            if not errors and body["stage"] not in self.stages:
+                errors["stage"] = [f'Invalid pk "{body["stage"]}" - object does not exist.']
+            if not errors and any(
+                b.target == body["target"] and b.order == body["order"] for b in self.bindings.values()
+            ):
+                errors["non_field_errors"] = ["The fields target, stage, order must make a unique set."]
+            if errors:
+                return JSONResponse(errors, 400)
+            binding = self.add_binding(self.flows[body["target"]], self.stages[body["stage"]], body["order"])
+            return JSONResponse(self.binding_json(binding), 201)
+        query = request.query_params
+        found = sorted(self.bindings.values(), key=lambda binding: (binding.target, binding.order))
+        if "target" in query:
+            found = [binding for binding in found if binding.target == query["target"]]
+        return self._page(request, [self.binding_json(binding) for binding in found])
+
+    async def prompts_list_or_create(self, request: Request) -> Response:
+        body = await self._admit(request)
+        if isinstance(body, Response):
+            return body
+        if request.method == "POST":
+            errors = _required(body, "name", "field_key", "label", "type")
+            if not errors and any(prompt.name == body["name"] for prompt in self.prompts.values()):
+                errors["name"] = ["prompt with this name already exists."]
+            if errors:
+                return JSONResponse(errors, 400)
+            values = {key: value for key, value in body.items() if key != "name"}
+            prompt = FakePrompt(str(uuid.uuid4()), body["name"], values)
+            self.prompts[prompt.pk] = prompt
+            return JSONResponse(self.prompt_json(prompt), 201)
+        found = sorted(self.prompts.values(), key=lambda prompt: prompt.name)
+        if "name" in request.query_params:
+            found = [prompt for prompt in found if prompt.name == request.query_params["name"]]
+        return self._page(request, [self.prompt_json(prompt) for prompt in found])
+
+    def _stages_route(self, kind: str) -> Callable[[Request], Awaitable[Response]]:
+        async def route(request: Request) -> Response:
+            body = await self._admit(request)
+            if isinstance(body, Response):
+                return body
+            if request.method == "POST":
+                errors = _required(body, "name")
+                if kind == "prompt/stages" and not isinstance((body or {}).get("fields"), list):
+                    errors["fields"] = ["This field is required."]
+                if not errors and self.stage_named(body["name"]) is not None:
+                    errors["name"] = ["stage with this name already exists."]
+                if errors:
+                    return JSONResponse(errors, 400)
+                values = {key: value for key, value in body.items() if key != "name"}
+                return JSONResponse(self.stage_json(self.add_stage(kind, body["name"], **values)), 201)
+            found = sorted((s for s in self.stages.values() if s.kind == kind), key=lambda stage: stage.name)
+            if "name" in request.query_params:
+                found = [stage for stage in found if stage.name == request.query_params["name"]]
+            return self._page(request, [self.stage_json(stage) for stage in found])
+
+        return route
+
     def _page(self, request: Request, items: list[dict[str, Any]]) -> Response:
         try:
             page = int(request.query_params.get("page", "1"))
@@ -328,6 +629,15 @@ class FakeAuthentik:
         return JSONResponse({"pagination": pagination, "results": results, "autocomplete": {}})
 
 
+def _required(body: Any, *names: str) -> dict[str, list[str]]:
+    """Django REST framework's answer to missing or blank required fields."""
+    if not isinstance(body, dict):
+        return {"non_field_errors": ["Invalid data. Expected a dictionary, but got str."]}
+    return {
+        name: ["This field is required."] for name in names if not isinstance(body.get(name), str) or not body[name]
+    }
+
+
 def create_fake_authentik(token: str = TOKEN) -> FakeAuthentik:
     """A fake seeded like a site TAK Portal also manages: `tak_*` groups next to the sidecar's `vid_*` ones."""
     fake = FakeAuthentik(token)
@@ -338,4 +648,8 @@ def create_fake_authentik(token: str = TOKEN) -> FakeAuthentik:
     fake.add_user("bob", "vid_public", "tak_ops", name="Bob", email="bob@example.org")
     fake.add_user("carol", "tak_admin", name="Carol", email="carol@example.org")
     fake.add_user("dave", name="Dave", is_active=False)
+    login = fake.add_flow("default-authentication-flow", "authentication", title="Welcome to authentik!")
+    identification = fake.add_stage("identification", "default-authentication-identification", user_fields=["username"])
+    fake.add_binding(login, identification, 10)
+    fake.add_brand("authentik-default", default=True, flow_authentication=login.pk)
     return fake

@@ -20,9 +20,9 @@ from sidecar.runtime import AuthentikNotConnected, build_services
 from sidecar.settings import Settings
 from sidecar.store import Store
 from sidecar.users import UserAdmin
+from tests.authentik_schema import SCHEMA_FILE, CheckedTransport, load_contract
 from tests.fake_authentik import BASE, TOKEN, FakeAuthentik, create_fake_authentik
 from tests.helpers import cheapen_bcrypt
-from tests.test_authentik_client import SCHEMA_FILE, CheckedTransport, load_contract
 
 PASSWORD = "a long enough passphrase"
 
