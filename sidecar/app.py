@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +18,19 @@ from starlette.types import Scope
 
 from sidecar.runtime import build_services
 from sidecar.settings import Settings
-from sidecar.web import api, auth, editor_proxy, mediamtx, pages, publishers, service, share, sources, streams
+from sidecar.web import (
+    api,
+    auth,
+    editor_proxy,
+    mediamtx,
+    pages,
+    publishers,
+    request_access,
+    service,
+    share,
+    sources,
+    streams,
+)
 from sidecar.web.errors import EXCEPTION_HANDLERS
 from sidecar.web.middleware import BodyLimit, Timing
 
@@ -36,9 +50,14 @@ def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTr
         app.state.services = services
         if services.sessions is not None and services.sessions.first_admin_open(settings.admin_groups):
             log.warning("no admin exists yet: open /auth/login to set the first admin password, or run bootstrap")
+        outbox = asyncio.create_task(services.mailer.run()) if services.mailer.configured else None
         try:
             yield
         finally:
+            if outbox is not None:
+                outbox.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await outbox
             await services.aclose()
 
     own_routes: list[BaseRoute] = [
@@ -50,6 +69,7 @@ def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTr
         *publishers.routes,
         *sources.routes,
         *share.routes,
+        *request_access.routes,
         *pages.routes,
         Mount("/overlay", StaticFiles(directory=STATIC_DIR), name="overlay"),
     ]

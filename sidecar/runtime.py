@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import httpx
 
+from sidecar.access_requests import AccessRequests
 from sidecar.authentik import AuthentikClient
 from sidecar.directory import Directory, DirectoryError, Group, User, UserPage
 from sidecar.directory.authentik import AuthentikDirectory
@@ -17,6 +18,7 @@ from sidecar.directory.local import LocalDirectory
 from sidecar.identity import RolePolicy, TrustedProxies
 from sidecar.keys import Secrets, load_secrets
 from sidecar.live import LiveStreams
+from sidecar.mailer import Mailer
 from sidecar.media_auth import MediaAuth
 from sidecar.mediamtx import MediaMTXClient
 from sidecar.metrics import Metrics
@@ -104,6 +106,8 @@ class Services:
     revoker: Revoker
     sources: Sources
     share_links: ShareLinks
+    mailer: Mailer
+    access_requests: AccessRequests
 
     async def aclose(self) -> None:
         await self.revoker.idle()
@@ -157,6 +161,7 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
     revoker.subject_checks[SUBJECT_PREFIX] = share_links.still_plays
     rules.on_change = revoker.rules_changed
     users.on_lost_access = revoker.user_lost_access
+    mailer = Mailer(store, settings)
     return Services(
         settings=settings,
         secrets=secrets,
@@ -178,6 +183,8 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
         revoker=revoker,
         sources=Sources(store, mediamtx),
         share_links=share_links,
+        mailer=mailer,
+        access_requests=AccessRequests(store, users, mailer, settings),
     )
 
 

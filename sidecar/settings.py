@@ -94,6 +94,17 @@ class Settings(BaseSettings):
         "the page's own host on port 8888.",
     )
     viewer_share_links: bool = Field(False, description="Whether viewers (not only admins) may create share links.")
+    smtp_host: str | None = Field(
+        None, description="SMTP server for access-request emails; when unset no email is sent (links show in the API)."
+    )
+    smtp_port: int = Field(587, ge=1, le=65535, description="Port of `SIDECAR_SMTP_HOST`.")
+    smtp_username: str | None = Field(None, description="SMTP login name, if the server wants one.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password of `SIDECAR_SMTP_USERNAME`.")
+    smtp_from: str = Field("sidecar@localhost", description="From address of the emails the sidecar sends.")
+    smtp_starttls: bool = Field(True, description="Whether to upgrade the SMTP connection with STARTTLS.")
+    public_url: str = Field(
+        "", description="The sidecar's public base URL (e.g. https://video.example.org) for links in emails."
+    )
     upstream_timeout: float = Field(5.0, gt=0, description="Seconds before a call to Authentik or MediaMTX gives up.")
     log_level: str = Field("INFO", description="Log level of the JSON logs.")
 

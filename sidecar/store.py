@@ -104,6 +104,43 @@ SCHEMA = [
     );
     CREATE INDEX share_links_creator ON share_links(created_by);
     """,
+    """
+    CREATE TABLE access_requests (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        username TEXT NOT NULL,
+        email TEXT NOT NULL,
+        name TEXT NOT NULL,
+        org TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        requested_group TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT 'pending',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        decided_by TEXT NOT NULL DEFAULT '',
+        decided_at REAL,
+        message TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX access_requests_status ON access_requests(status);
+    CREATE TABLE password_links (
+        secret_hash TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at REAL
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        recipient TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        sent_at REAL,
+        last_error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX outbox_pending ON outbox(sent_at, next_attempt_at);
+    """,
 ]
 
 
@@ -461,3 +498,127 @@ class Store:
             "UPDATE share_links SET uses = uses + 1, last_used_at = ? WHERE id = ? RETURNING uses", (at, link_id)
         ).fetchone()
         return 0 if row is None else int(row[0])
+
+    # -- access requests ----------------------------------------------------------------------------------------
+    def access_requests(self, limit: int = 200) -> list[sqlite3.Row]:
+        """Pending first, then newest first."""
+        return self._read(
+            "SELECT * FROM access_requests ORDER BY status != 'pending', updated_at DESC, id DESC LIMIT ?", (limit,)
+        )
+
+    def access_request(self, request_id: int) -> sqlite3.Row | None:
+        rows = self._read("SELECT * FROM access_requests WHERE id = ?", (request_id,))
+        return rows[0] if rows else None
+
+    def upsert_access_request(
+        self,
+        db: sqlite3.Connection,
+        *,
+        username: str,
+        email: str,
+        name: str,
+        org: str,
+        reason: str,
+        requested_group: str,
+        now: float,
+    ) -> tuple[int, bool]:
+        """The id of the pending request of this username or email, updated, or of a new one; and whether merged."""
+        row = db.execute(
+            "SELECT id FROM access_requests WHERE status = 'pending' AND (username = ? OR email = ?) "
+            "ORDER BY id LIMIT 1",
+            (username, email),
+        ).fetchone()
+        values = (username, email, name, org, reason, requested_group, now)
+        if row is not None:
+            db.execute(
+                "UPDATE access_requests SET username = ?, email = ?, name = ?, org = ?, reason = ?, "
+                "requested_group = ?, updated_at = ? WHERE id = ?",
+                (*values, row[0]),
+            )
+            return int(row[0]), True
+        cursor = db.execute(
+            "INSERT INTO access_requests(username, email, name, org, reason, requested_group, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (*values, now),
+        )
+        return int(cursor.lastrowid or 0), False
+
+    def move_access_request(
+        self,
+        db: sqlite3.Connection,
+        request_id: int,
+        before: str,
+        after: str,
+        *,
+        decided_by: str = "",
+        decided_at: float | None = None,
+        message: str = "",
+    ) -> bool:
+        """Change the status only if it still is `before`: the step that makes a decision happen once."""
+        cursor = db.execute(
+            "UPDATE access_requests SET status = ?, decided_by = ?, decided_at = ?, message = ? "
+            "WHERE id = ? AND status = ?",
+            (after, decided_by, decided_at, message, request_id, before),
+        )
+        return cursor.rowcount > 0
+
+    def admin_emails(self, admin_groups: list[str]) -> list[str]:
+        """Email addresses of active local admins."""
+        if not admin_groups:
+            return []
+        marks = ",".join("?" for _ in admin_groups)
+        sql = (
+            "SELECT DISTINCT u.email FROM users u JOIN memberships m ON m.username = u.username "  # noqa: S608
+            "WHERE u.is_active = 1 AND u.email != '' AND m.group_name IN (" + marks + ") ORDER BY u.email"
+        )
+        return [str(row[0]) for row in self._read(sql, tuple(admin_groups))]
+
+    # -- set-password links -----------------------------------------------------------------------------------
+    def insert_password_link(
+        self, db: sqlite3.Connection, secret_hash: str, username: str, now: float, expires_at: float
+    ) -> None:
+        db.execute(
+            "INSERT INTO password_links(secret_hash, username, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            (secret_hash, username, now, expires_at),
+        )
+
+    def password_link_user(self, secret_hash: str, now: float) -> str | None:
+        rows = self._read(
+            "SELECT username FROM password_links WHERE secret_hash = ? AND used_at IS NULL AND expires_at > ?",
+            (secret_hash, now),
+        )
+        return str(rows[0][0]) if rows else None
+
+    def use_password_link(self, db: sqlite3.Connection, secret_hash: str, now: float) -> str | None:
+        row = db.execute(
+            "UPDATE password_links SET used_at = ? WHERE secret_hash = ? AND used_at IS NULL AND expires_at > ? "
+            "RETURNING username",
+            (now, secret_hash, now),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- outbox -----------------------------------------------------------------------------------------------
+    def enqueue_mail(self, db: sqlite3.Connection, recipient: str, subject: str, body: str, now: float) -> None:
+        db.execute(
+            "INSERT INTO outbox(recipient, subject, body, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)",
+            (recipient, subject, body, now, now),
+        )
+
+    def pending_mail(self, due_by: float | None, limit: int = 100) -> list[sqlite3.Row]:
+        """Unsent mail, oldest first; only what is due by `due_by` unless that is None."""
+        if due_by is None:
+            return self._read("SELECT * FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT ?", (limit,))
+        return self._read(
+            "SELECT * FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?", (due_by, limit)
+        )
+
+    def mail_sent(self, db: sqlite3.Connection, mail_id: int, now: float) -> None:
+        db.execute(
+            "UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = '' WHERE id = ?", (now, mail_id)
+        )
+
+    def mail_failed(self, db: sqlite3.Connection, mail_id: int, error: str, next_attempt_at: float) -> None:
+        db.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+            (error[:500], next_attempt_at, mail_id),
+        )

@@ -205,6 +205,28 @@ def openapi_document() -> dict[str, Any]:
                     auth="an admin, or the viewer who created the link",
                 )
             },
+            "/api/v1/access-requests": {
+                "get": _op("Access requests from the public form, pending first, with their status")
+            },
+            "/api/v1/access-requests/{id}/approve": {
+                "post": _op(
+                    "Approve once: create the user, active, in exactly these prefixed groups, and send a set-password "
+                    "link (local mode) or Authentik's recovery link; the link is in the answer when no email is sent",
+                    body={
+                        "type": "object",
+                        "required": ["groups"],
+                        "properties": {"groups": {"type": "array", "items": {"type": "string"}}},
+                    },
+                    path_params=("id",),
+                )
+            },
+            "/api/v1/access-requests/{id}/reject": {
+                "post": _op(
+                    "Reject a pending request; the optional message is emailed to the requester",
+                    body={"type": "object", "properties": {"message": {"type": "string"}}},
+                    path_params=("id",),
+                )
+            },
             "/api/v1/openapi.json": {"get": _op("This document", auth="nothing")},
         },
     }

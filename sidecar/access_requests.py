@@ -1,0 +1,280 @@
+"""Requests for access from the public form: stored first, decided once by an admin, answered by email."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from sidecar.directory.base import Conflict, DirectoryError, InvalidName, validate_username
+from sidecar.errors import BadRequest, NotFoundError, TooManyRequests
+from sidecar.keys import digest
+from sidecar.mailer import Mailer
+from sidecar.passwords import check_strength
+from sidecar.settings import Settings
+from sidecar.store import Store
+from sidecar.users import Recovery, UserAdmin
+
+RATE_PER_IP = "5/hour"
+RATE_PER_EMAIL = "5/hour"
+LINK_TTL_SECONDS = 72 * 3600
+LIMITS = {"name": 200, "username": 150, "email": 254, "org": 200, "reason": 2000}
+REQUIRED = ("name", "username", "email", "reason")
+PUBLIC_ACTOR = "public"
+_EMAIL = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
+_SECRET = re.compile(r"[A-Za-z0-9_-]{32,128}")
+
+
+def valid_email(value: str) -> bool:
+    local, _, _ = value.partition("@")
+    return len(value) <= LIMITS["email"] and len(local) <= 64 and _EMAIL.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class Submission:
+    name: str
+    username: str
+    email: str
+    org: str
+    reason: str
+    requested_group: str
+
+
+def _row(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "username": row["username"],
+        "email": row["email"],
+        "name": row["name"],
+        "org": row["org"],
+        "reason": row["reason"],
+        "requested_group": row["requested_group"],
+        "status": row["status"],
+        "created_at": int(row["created_at"]),
+        "updated_at": int(row["updated_at"]),
+        "decided_by": row["decided_by"],
+        "decided_at": None if row["decided_at"] is None else int(row["decided_at"]),
+        "message": row["message"],
+    }
+
+
+class AccessRequests:
+    def __init__(
+        self,
+        store: Store,
+        users: UserAdmin,
+        mailer: Mailer,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.users = users
+        self.mailer = mailer
+        self.settings = settings
+        self.clock = clock
+        self.per_ip = parse(RATE_PER_IP)
+        self.per_email = parse(RATE_PER_EMAIL)
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    async def requestable_groups(self) -> list[str]:
+        """Prefixed groups someone may ask for (never admin groups); empty when the directory cannot say."""
+        try:
+            groups = await self.users.list_groups()
+        except DirectoryError:
+            return []
+        admin = set(self.settings.admin_groups)
+        return [group.name for group in groups if group.name not in admin]
+
+    async def check(self, form: dict[str, str]) -> Submission:
+        values = {key: form.get(key, "").strip() for key in (*LIMITS, "group")}
+        for key in REQUIRED:
+            if not values[key]:
+                raise BadRequest(f"{key} is required", field=key)
+        for key, limit in LIMITS.items():
+            if len(values[key]) > limit or any(ord(char) < 32 and char not in "\r\n\t" for char in values[key]):
+                raise BadRequest(f"{key} must be at most {limit} characters of text", field=key)
+            if key != "reason" and any(char in "\r\n" for char in values[key]):
+                raise BadRequest(f"{key} must be one line", field=key)
+        try:
+            validate_username(values["username"])
+        except InvalidName as error:
+            raise BadRequest(str(error), field="username") from error
+        if not valid_email(values["email"]):
+            raise BadRequest("email must be a valid email address", field="email")
+        if values["group"] and values["group"] not in await self.requestable_groups():
+            raise BadRequest("choose one of the listed groups", field="group")
+        return Submission(
+            name=values["name"],
+            username=values["username"],
+            email=values["email"].lower(),
+            org=values["org"],
+            reason=values["reason"],
+            requested_group=values["group"],
+        )
+
+    def throttle(self, ip: str, email: str) -> None:
+        """Count one submission; refuse once the IP or the email address has sent too many."""
+        allowed_ip = self._limiter.hit(self.per_ip, "ip", ip)
+        allowed_email = self._limiter.hit(self.per_email, "email", email.lower())
+        if not (allowed_ip and allowed_email):
+            raise TooManyRequests("Too many requests; please try again later")
+
+    def submit(self, found: Submission, ip: str) -> int:
+        """Store (or merge into the pending request of the same username or email) and queue the emails."""
+        with self.store.transaction() as db:
+            request_id, merged = self.store.upsert_access_request(
+                db,
+                username=found.username,
+                email=found.email,
+                name=found.name,
+                org=found.org,
+                reason=found.reason,
+                requested_group=found.requested_group,
+                now=self.clock(),
+            )
+            detail = {"id": request_id, "email": found.email, "ip": ip, "merged": merged}
+            self.store.audit(db, PUBLIC_ACTOR, "access.request", found.username, detail)
+            self.mailer.enqueue(
+                db,
+                found.email,
+                "Your access request was received",
+                f"Hello {found.name},\n\nyour request for stream access as {found.username} was received. "
+                "An administrator will review it; you will get another email with the decision.\n",
+            )
+            link = f"{self.settings.public_url.rstrip('/')}/users#requests"
+            for admin in self.store.admin_emails(self.settings.admin_groups):
+                self.mailer.enqueue(
+                    db,
+                    admin,
+                    "New access request",
+                    f"New access request #{request_id}\n\nName: {found.name}\nUsername: {found.username}\n"
+                    f"Email: {found.email}\nOrganisation: {found.org}\nGroup: {found.requested_group or '-'}\n"
+                    f"Reason:\n{found.reason}\n\nReview it: {link}\n",
+                )
+        return request_id
+
+    def list(self) -> list[dict[str, Any]]:
+        return [_row(row) for row in self.store.access_requests()]
+
+    def _get(self, request_id: int) -> sqlite3.Row:
+        row = self.store.access_request(request_id)
+        if row is None:
+            raise NotFoundError("no access request with this id", field="id")
+        return row
+
+    async def approve(self, request_id: int, groups: object, actor: str, base_url: str) -> dict[str, Any]:
+        """Create the user with exactly `groups`, once; a second approval answers what the first did."""
+        if not isinstance(groups, list) or not all(isinstance(group, str) for group in groups):
+            raise BadRequest("groups must be a list of group names", field="groups")
+        row = self._get(request_id)
+        if row["status"] == "approved":
+            return {"id": request_id, "status": "approved", "username": row["username"], "already": True}
+        checked = [await self.users.managed_group(group, actor) for group in sorted(set(groups))]
+        with self.store.transaction() as db:
+            if not self.store.move_access_request(db, request_id, "pending", "approving"):
+                raise Conflict("this request is not pending (already decided or being approved)")
+        try:
+            await self.users.directory.create_user(row["username"], email=row["email"], name=row["name"], active=True)
+            for group in checked:
+                await self.users.directory.add_to_group(row["username"], group.name)
+        except BaseException:
+            with self.store.transaction() as db:
+                self.store.move_access_request(db, request_id, "approving", "pending")
+            raise
+        answer: dict[str, Any] = {
+            "id": request_id,
+            "status": "approved",
+            "username": row["username"],
+            "groups": [group.name for group in checked],
+        }
+        link, note = await self._password_step(row["username"], actor, base_url)
+        with self.store.transaction() as db:
+            self.store.move_access_request(
+                db, request_id, "approving", "approved", decided_by=actor, decided_at=self.clock()
+            )
+            detail = {"id": request_id, "groups": answer["groups"]}
+            self.store.audit(db, actor, "user.create", row["username"], {"groups": answer["groups"]})
+            self.store.audit(db, actor, "access.approve", row["username"], detail)
+            body = f"Hello {row['name']},\n\nyour request for stream access as {row['username']} was approved.\n"
+            if link:
+                body += f"\nSet your password here (the link works once, for 72 hours):\n{link}\n"
+            elif note:
+                body += f"\n{note}\n"
+            emailed = self.mailer.enqueue(db, row["email"], "Your access request was approved", body)
+        if link and not emailed:
+            answer["set_password_link"] = link
+        if note:
+            answer["note"] = note
+        answer["emailed"] = emailed
+        await self.mailer.flush()
+        return answer
+
+    async def _password_step(self, username: str, actor: str, base_url: str) -> tuple[str | None, str | None]:
+        """A set-password link (local mode) or Authentik's recovery link or email; (link, note for the person)."""
+        directory = self.users.directory
+        if isinstance(directory, Recovery):
+            stage = self.settings.authentik_recovery_email_stage
+            try:
+                if stage:
+                    await self.users.send_recovery_email(username, stage, actor)
+                    return None, "A separate email lets you set your password."
+                return await self.users.recovery_link(username, actor), None
+            except DirectoryError as error:
+                return None, f"Ask an administrator for a password link ({error})."
+        if self.settings.mode != "local":
+            return None, None
+        secret = secrets.token_urlsafe(32)
+        now = self.clock()
+        with self.store.transaction() as db:
+            self.store.insert_password_link(db, digest(secret), username, now, now + LINK_TTL_SECONDS)
+        return f"{base_url.rstrip('/')}/request-access/set-password/{secret}", None
+
+    async def reject(self, request_id: int, message: object, actor: str) -> dict[str, Any]:
+        if message is None:
+            message = ""
+        if not isinstance(message, str) or len(message) > LIMITS["reason"]:
+            raise BadRequest(f"message must be text of at most {LIMITS['reason']} characters", field="message")
+        row = self._get(request_id)
+        with self.store.transaction() as db:
+            moved = self.store.move_access_request(
+                db, request_id, "pending", "rejected", decided_by=actor, decided_at=self.clock(), message=message
+            )
+            if not moved:
+                raise Conflict("this request is not pending (already decided or being approved)")
+            self.store.audit(db, actor, "access.reject", row["username"], {"id": request_id})
+            body = f"Hello {row['name']},\n\nyour request for stream access as {row['username']} was declined.\n"
+            if message:
+                body += f"\nMessage from the administrator:\n{message}\n"
+            emailed = self.mailer.enqueue(db, row["email"], "Your access request was declined", body)
+        await self.mailer.flush()
+        return {"id": request_id, "status": "rejected", "emailed": emailed}
+
+    # -- set-password links -----------------------------------------------------------------------------------
+    def link_user(self, secret: str) -> str | None:
+        if not _SECRET.fullmatch(secret):
+            return None
+        return self.store.password_link_user(digest(secret), self.clock())
+
+    async def set_password(self, secret: str, password: str) -> str:
+        """Use the link once: the password is checked first, then the link is spent, then the password set."""
+        if self.link_user(secret) is None:
+            raise NotFoundError("This link does not exist, has expired or was already used.")
+        check_strength(password)
+        with self.store.transaction() as db:
+            username = self.store.use_password_link(db, digest(secret), self.clock())
+            if username is None:
+                raise NotFoundError("This link does not exist, has expired or was already used.")
+            self.store.audit(db, username, "password.set_by_link", username)
+        await self.users.directory.set_password(username, password)
+        return username

@@ -1,0 +1,344 @@
+"""Request access: the public form, the admin decision, set-password links and email through a real SMTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from email import message_from_bytes
+from email.message import Message
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from limits import parse
+from starlette.testclient import TestClient
+
+from sidecar.runtime import Services
+from sidecar.settings import Settings
+from tests.helpers import API_KEY, login
+
+ORIGIN = {"origin": "http://testserver"}
+KEY = {"x-api-key": API_KEY}
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        assert isinstance(envelope.content, bytes)
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def to(self, address: str) -> list[Message]:
+        return [message for message in self.messages if message["To"] == address]
+
+
+def _text(message: Message) -> str:
+    payload = message.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload.decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Controller, Inbox]]:
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    yield controller, inbox
+    with contextlib.suppress(AssertionError):  # already stopped by the test
+        controller.stop()
+
+
+@pytest.fixture
+def app_client(
+    settings: Settings, smtp: tuple[Controller, Inbox], make_client: Callable[..., TestClient]
+) -> TestClient:
+    controller, _ = smtp
+    mailing = settings.model_copy(
+        update={"smtp_host": "127.0.0.1", "smtp_port": controller.port, "smtp_starttls": False}
+    )
+    client = make_client(app_settings=mailing)
+    svc = _services(client)
+    with svc.store.transaction() as db:
+        for group in ("vid_public", "vid_ops"):
+            svc.store.insert_group(db, group)
+        svc.store.insert_group(db, "tak_ops")
+        db.execute("UPDATE users SET email = 'admin@example.org' WHERE username = 'admin'")
+    return client
+
+
+def _services(client: TestClient) -> Services:
+    found: Services = client.app.state.services  # type: ignore[attr-defined]
+    return found
+
+
+def _form(**overrides: str) -> dict[str, str]:
+    values = {
+        "name": "Ada Lovelace",
+        "username": "ada",
+        "email": "ada@example.org",
+        "org": "Analytical unit",
+        "reason": "I need to watch the drills.",
+        "group": "vid_public",
+        "website": "",
+    }
+    values.update(overrides)
+    return values
+
+
+def _submit(client: TestClient, **overrides: str) -> Any:
+    return client.post("/request-access", data=_form(**overrides), headers=ORIGIN)
+
+
+def _pending(client: TestClient) -> list[dict[str, Any]]:
+    return [
+        r for r in client.get("/api/v1/access-requests", headers=KEY).json()["requests"] if r["status"] == "pending"
+    ]
+
+
+def test_form_lists_only_prefixed_non_admin_groups(app_client: TestClient) -> None:
+    page = app_client.get("/request-access")
+    assert page.status_code == 200
+    assert 'value="vid_public"' in page.text and 'value="vid_ops"' in page.text
+    assert "tak_ops" not in page.text and 'value="vid_admin"' not in page.text
+    assert 'name="website"' in page.text
+
+
+def test_request_is_stored_and_emails_go_to_requester_and_admin(
+    app_client: TestClient, smtp: tuple[Controller, Inbox]
+) -> None:
+    _, inbox = smtp
+    response = _submit(app_client)
+    assert response.status_code == 200
+    assert "Request received" in response.text
+    [stored] = _pending(app_client)
+    assert (stored["username"], stored["email"], stored["requested_group"]) == ("ada", "ada@example.org", "vid_public")
+    assert inbox.to("ada@example.org")[0]["Subject"] == "Your access request was received"
+    [admin_mail] = inbox.to("admin@example.org")
+    body = _text(admin_mail)
+    assert isinstance(body, str) and "ada" in body and "/users#requests" in body
+    assert _services(app_client).store.list_audit(action="access.request")[0].target == "ada"
+
+
+def test_existing_username_gets_the_same_answer(app_client: TestClient) -> None:
+    new = _submit(app_client, username="newcomer", email="new@example.org")
+    existing = _submit(app_client, username="admin", email="someone@example.org")
+    assert (new.status_code, new.text) == (existing.status_code, existing.text)
+
+
+def test_honeypot_pretends_success_and_stores_nothing(app_client: TestClient, smtp: tuple[Controller, Inbox]) -> None:
+    response = _submit(app_client, website="http://spam.example")
+    assert response.status_code == 200 and "Request received" in response.text
+    assert _pending(app_client) == []
+    assert smtp[1].messages == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("email", "not-an-email"),
+        ("email", "a@b.c\r\nBcc: x@y.z"),
+        ("username", "bad name"),
+        ("name", ""),
+        ("group", "tak_ops"),
+        ("group", "vid_admin"),
+        ("name", "x" * 201),
+    ],
+)
+def test_invalid_input_is_refused_and_not_stored(app_client: TestClient, field: str, value: str) -> None:
+    response = _submit(app_client, **{field: value})
+    assert response.status_code == 400
+    assert _pending(app_client) == []
+
+
+def test_cross_origin_submission_is_refused(app_client: TestClient) -> None:
+    response = app_client.post("/request-access", data=_form(), headers={"origin": "https://evil.example"})
+    assert response.status_code == 403
+    assert _pending(app_client) == []
+
+
+def test_rate_limits_per_email_and_per_ip(app_client: TestClient) -> None:
+    requests = _services(app_client).access_requests
+    requests.per_email = parse("2/hour")
+    requests.per_ip = parse("3/hour")
+    assert _submit(app_client).status_code == 200
+    assert _submit(app_client).status_code == 200
+    assert _submit(app_client).status_code == 429  # third from the same email
+    assert _submit(app_client, username="bob", email="bob@example.org").status_code == 429  # fourth from the IP
+
+
+def test_duplicate_pending_request_is_merged(app_client: TestClient) -> None:
+    _submit(app_client)
+    _submit(app_client, reason="Second thoughts", email="ADA@example.org")
+    _submit(app_client, username="ada2", email="ada@example.org")
+    [merged] = _pending(app_client)
+    assert merged["username"] == "ada2" and merged["reason"] == "I need to watch the drills."
+
+
+def test_pages_escape_user_input(app_client: TestClient) -> None:
+    response = _submit(app_client, name="<script>alert(1)</script>", email="bad")
+    assert response.status_code == 400
+    assert "<script>alert(1)</script>" not in response.text
+    assert "&lt;script&gt;" in response.text
+
+
+def _approve(client: TestClient, request_id: int, groups: list[str], headers: dict[str, str]) -> Any:
+    return client.post(f"/api/v1/access-requests/{request_id}/approve", json={"groups": groups}, headers=headers)
+
+
+def test_approve_creates_one_active_user_with_the_groups_and_a_password_link(
+    app_client: TestClient, smtp: tuple[Controller, Inbox]
+) -> None:
+    _submit(app_client)
+    [pending] = _pending(app_client)
+    headers = login(app_client)
+    first = _approve(app_client, pending["id"], ["vid_public", "vid_ops"], headers)
+    assert first.status_code == 200, first.text
+    assert first.json()["groups"] == ["vid_ops", "vid_public"] and first.json()["emailed"] is True
+    again = _approve(app_client, pending["id"], ["vid_public"], headers)
+    assert again.status_code == 200 and again.json()["already"] is True
+    svc = _services(app_client)
+    assert svc.store.user_groups("ada") == ["vid_ops", "vid_public"]
+    created = svc.store.get_user("ada")
+    assert created is not None and created["is_active"] == 1
+    assert len(svc.store.list_audit(action="access.approve")) == 1
+    [mail] = [m for m in smtp[1].to("ada@example.org") if "approved" in m["Subject"]]
+    body = _text(mail)
+    assert isinstance(body, str) and "http://testserver/request-access/set-password/" in body
+    secret = body.split("/request-access/set-password/", 1)[1].split()[0]
+
+    page = app_client.get(f"/request-access/set-password/{secret}")
+    assert page.status_code == 200 and "ada" in page.text
+    done = app_client.post(
+        f"/request-access/set-password/{secret}",
+        data={"password": "a-new-password-1", "confirm": "a-new-password-1"},
+        headers=ORIGIN,
+    )
+    assert done.status_code == 200 and "Password set" in done.text
+    app_client.post("/auth/logout", headers=headers)
+    login(app_client, "ada", "a-new-password-1")
+    assert app_client.get(f"/request-access/set-password/{secret}").status_code == 404
+    reuse = app_client.post(
+        f"/request-access/set-password/{secret}",
+        data={"password": "another-password-2", "confirm": "another-password-2"},
+        headers=ORIGIN,
+    )
+    assert reuse.status_code == 404
+
+
+def test_concurrent_approvals_create_one_user(app_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    _submit(app_client)
+    [pending] = _pending(app_client)
+    results: list[int] = []
+    directory = _services(app_client).users.directory
+    create_user = directory.create_user
+
+    async def slow_create(username: str, **fields: Any) -> Any:
+        await asyncio.sleep(0.2)  # the other approvals arrive while this one is creating the user
+        return await create_user(username, **fields)
+
+    monkeypatch.setattr(directory, "create_user", slow_create)
+
+    def approve() -> None:
+        results.append(_approve(app_client, pending["id"], ["vid_public"], KEY).status_code)
+
+    threads = [threading.Thread(target=approve) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 409 in results and set(results) <= {200, 409}
+    svc = _services(app_client)
+    assert len(svc.store.list_audit(action="access.approve")) == 1
+    assert svc.store.get_user("ada") is not None
+
+
+def test_approving_with_a_foreign_group_is_refused_and_audited(app_client: TestClient) -> None:
+    _submit(app_client)
+    [pending] = _pending(app_client)
+    response = _approve(app_client, pending["id"], ["vid_public", "tak_ops"], KEY)
+    assert response.status_code == 403
+    assert _services(app_client).store.list_audit(action="group.denied")[0].target == "tak_ops"
+    assert _services(app_client).store.get_user("ada") is None
+    assert _pending(app_client)[0]["id"] == pending["id"]
+
+
+def test_reject_sends_the_message(app_client: TestClient, smtp: tuple[Controller, Inbox]) -> None:
+    _submit(app_client)
+    [pending] = _pending(app_client)
+    response = app_client.post(
+        f"/api/v1/access-requests/{pending['id']}/reject", json={"message": "Not this time"}, headers=KEY
+    )
+    assert response.status_code == 200 and response.json()["status"] == "rejected"
+    assert _pending(app_client) == []
+    [mail] = [m for m in smtp[1].to("ada@example.org") if "declined" in m["Subject"]]
+    assert "Not this time" in _text(mail)
+    assert _approve(app_client, pending["id"], ["vid_public"], KEY).status_code == 409
+    assert _services(app_client).store.list_audit(action="access.reject")[0].target == "ada"
+
+
+def test_expired_set_password_link_is_404(app_client: TestClient, settings: Settings) -> None:
+    svc = _services(app_client)
+    svc.access_requests.clock = lambda: 1000.0
+    _submit(app_client)
+    [pending] = _pending(app_client)
+    svc.mailer.settings = svc.mailer.settings.model_copy(update={"smtp_host": None})
+    answer = _approve(app_client, pending["id"], ["vid_public"], KEY).json()
+    link = answer["set_password_link"]
+    secret = link.rsplit("/", 1)[1]
+    svc.access_requests.clock = lambda: 1000.0 + 72 * 3600 + 1
+    assert app_client.get(f"/request-access/set-password/{secret}").status_code == 404
+    response = app_client.post(
+        f"/request-access/set-password/{secret}",
+        data={"password": "a-new-password-1", "confirm": "a-new-password-1"},
+        headers=ORIGIN,
+    )
+    assert response.status_code == 404
+
+
+def test_mail_waits_in_the_outbox_while_smtp_is_down(app_client: TestClient, smtp: tuple[Controller, Inbox]) -> None:
+    controller, inbox = smtp
+    controller.stop()
+    assert _submit(app_client).status_code == 200
+    assert len(_pending(app_client)) == 1
+    svc = _services(app_client)
+    waiting = svc.store.pending_mail(None)
+    assert {row["recipient"] for row in waiting} == {"ada@example.org", "admin@example.org"}
+    assert all(row["attempts"] == 1 and row["last_error"] for row in waiting)
+
+    restarted = Controller(inbox, hostname="127.0.0.1", port=controller.port)
+    restarted.start()
+    try:
+        assert _submit(app_client, username="bob", email="bob@example.org").status_code == 200
+    finally:
+        restarted.stop()
+    assert svc.store.pending_mail(None) == []
+    assert {m["To"] for m in inbox.messages} == {"ada@example.org", "bob@example.org", "admin@example.org"}
+
+
+def test_admin_api_refuses_viewers_anonymous_and_missing_csrf(app_client: TestClient) -> None:
+    _submit(app_client)
+    [pending] = _pending(app_client)
+    assert app_client.get("/api/v1/access-requests").status_code == 401
+    svc = _services(app_client)
+    with svc.store.transaction() as db:
+        svc.store.insert_user(db, "viewer", email="", name="", password_hash=None, active=True)
+        svc.store.add_membership(db, "viewer", "vid_public")
+    app_client.cookies.clear()
+    viewer = {"x-authentik-username": "viewer", "x-authentik-groups": "vid_public"}
+    assert app_client.get("/api/v1/access-requests", headers=viewer).status_code == 403
+    headers = login(app_client)
+    no_csrf = _approve(app_client, pending["id"], ["vid_public"], {"origin": "http://testserver"})
+    assert no_csrf.status_code == 403
+    assert _approve(app_client, pending["id"], ["vid_public"], headers).status_code == 200
