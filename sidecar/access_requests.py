@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import sqlite3
@@ -26,6 +27,8 @@ from sidecar.users import Recovery, UserAdmin
 RATE_PER_IP = "5/hour"
 RATE_PER_EMAIL = "5/hour"
 LINK_TTL_SECONDS = 72 * 3600
+REVIEW_TTL_SECONDS = 7 * 24 * 3600
+ADMIN_SCAN_PAGES = 50  # at most 50 pages of 100 directory users are read to find the admins' addresses
 LIMITS = {"name": 200, "username": 150, "email": 254, "org": 200, "reason": 2000}
 REQUIRED = ("name", "username", "email", "reason")
 PUBLIC_ACTOR = "public"
@@ -34,6 +37,7 @@ _EMAIL = re.compile(
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 )
 _SECRET = re.compile(r"[A-Za-z0-9_-]{32,128}")
+log = logging.getLogger("sidecar.access_requests")
 
 
 def valid_email(value: str) -> bool:
@@ -130,8 +134,37 @@ class AccessRequests:
         if not (allowed_ip and allowed_email):
             raise TooManyRequests("Too many requests; please try again later")
 
-    def submit(self, found: Submission, ip: str) -> int:
+    async def admin_emails(self) -> list[str]:
+        """Where new requests are announced: active admins with an address, locally and in the directory.
+
+        In Authentik mode the directory is read (members of the admin groups with the managed prefix); when it
+        cannot be reached the request is still stored and the requester still answered, only those admins miss
+        this one notification (the request waits on the Users page all the same).
+        """
+        found = set(self.store.admin_emails(self.settings.admin_groups))
+        if self.settings.mode == "local":
+            return sorted(found)
+        admin = {group for group in self.settings.admin_groups if group.startswith(self.settings.group_prefix)}
+        if not admin:
+            return sorted(found)
+        try:
+            for number in range(1, ADMIN_SCAN_PAGES + 1):
+                page = await self.users.directory.list_users("", number, 100)
+                found.update(
+                    user.email for user in page.users if user.is_active and user.email and admin & set(user.groups)
+                )
+                if number * 100 >= page.total or not page.users:
+                    break
+        except DirectoryError as error:
+            log.warning("admins in the directory not notified of a new access request: %s", error)
+        return sorted(found)
+
+    async def submit(self, found: Submission, ip: str) -> int:
         """Store (or merge into the pending request of the same username or email) and queue the emails."""
+        admins = await self.admin_emails() if self.mailer.configured else []
+        base = self.settings.public_url.rstrip("/")
+        # Links come from SIDECAR_PUBLIC_URL only, never from the Host header of this anonymous request: a forged
+        # Host must not put someone else's address (with a review secret in it) into an admin's mailbox.
         with self.store.transaction() as db:
             request_id, merged = self.store.upsert_access_request(
                 db,
@@ -152,16 +185,42 @@ class AccessRequests:
                 f"Hello {found.name},\n\nyour request for stream access as {found.username} was received. "
                 "An administrator will review it; you will get another email with the decision.\n",
             )
-            link = f"{self.settings.public_url.rstrip('/')}/users#requests"
-            for admin in self.store.admin_emails(self.settings.admin_groups):
+            if not self.mailer.configured:
+                return request_id
+            now = self.clock()
+            for admin in admins:
+                # One review link per admin email: 256 random bits, stored as a digest, one use, 7 days.
+                secret = secrets.token_urlsafe(32)
+                self.store.insert_review_link(db, digest(secret), request_id, admin, now, now + REVIEW_TTL_SECONDS)
                 self.mailer.enqueue(
                     db,
                     admin,
                     "New access request",
                     f"New access request #{request_id}\n\nName: {found.name}\nUsername: {found.username}\n"
                     f"Email: {found.email}\nOrganisation: {found.org}\nGroup: {found.requested_group or '-'}\n"
-                    f"Reason:\n{found.reason}\n\nReview it: {link}\n",
+                    f"Reason:\n{found.reason}\n\nReview it (the link works once, for 7 days, and only for a "
+                    f"signed-in admin): {base}/request-access/review/{secret}\n"
+                    f"All requests: {base}/users#requests\n",
                 )
+        return request_id
+
+    def review_target(self, secret: str) -> int | None:
+        """The request a review link points at, if the link is valid (unknown, used and expired look the same)."""
+        if not _SECRET.fullmatch(secret):
+            return None
+        return self.store.review_link_request(digest(secret), self.clock())
+
+    def use_review_link(self, secret: str, admin: str) -> int | None:
+        """Spend a review link for `admin` (the caller checked the admin session); the request id, or None."""
+        if not _SECRET.fullmatch(secret):
+            return None
+        with self.store.transaction() as db:
+            request_id = self.store.use_review_link(db, digest(secret), admin, self.clock())
+            if request_id is None:
+                return None
+            row = db.execute("SELECT username FROM access_requests WHERE id = ?", (request_id,)).fetchone()
+            target = "" if row is None else str(row[0])
+            self.store.audit(db, admin, "access.review", target, {"id": request_id})
         return request_id
 
     def list(self) -> list[dict[str, Any]]:
@@ -185,7 +244,14 @@ class AccessRequests:
             if not self.store.move_access_request(db, request_id, "pending", "approving"):
                 raise Conflict("this request is not pending (already decided or being approved)")
         try:
-            await self.users.directory.create_user(row["username"], email=row["email"], name=row["name"], active=True)
+            # A retry after the directory failed half-way must not create the account twice (nor adopt someone
+            # else's existing account: without the mark, an existing username is a conflict).
+            if not row["user_created"]:
+                await self.users.directory.create_user(
+                    row["username"], email=row["email"], name=row["name"], active=True
+                )
+                with self.store.transaction() as db:
+                    self.store.mark_user_created(db, request_id)
             for group in checked:
                 await self.users.directory.add_to_group(row["username"], group.name)
         except BaseException:

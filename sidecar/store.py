@@ -141,6 +141,18 @@ SCHEMA = [
     );
     CREATE INDEX outbox_pending ON outbox(sent_at, next_attempt_at);
     """,
+    """
+    CREATE TABLE review_links (
+        secret_hash TEXT PRIMARY KEY,
+        request_id INTEGER NOT NULL,
+        recipient TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at REAL,
+        used_by TEXT NOT NULL DEFAULT ''
+    );
+    ALTER TABLE access_requests ADD COLUMN user_created INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -572,6 +584,37 @@ class Store:
             "WHERE u.is_active = 1 AND u.email != '' AND m.group_name IN (" + marks + ") ORDER BY u.email"
         )
         return [str(row[0]) for row in self._read(sql, tuple(admin_groups))]
+
+    def mark_user_created(self, db: sqlite3.Connection, request_id: int) -> None:
+        """The directory account of this request exists: a retried approval must not create it again."""
+        db.execute("UPDATE access_requests SET user_created = 1 WHERE id = ?", (request_id,))
+
+    # -- review links (in the admins' notification emails) ------------------------------------------------------
+    def insert_review_link(
+        self, db: sqlite3.Connection, secret_hash: str, request_id: int, recipient: str, now: float, expires_at: float
+    ) -> None:
+        db.execute(
+            "INSERT INTO review_links(secret_hash, request_id, recipient, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (secret_hash, request_id, recipient, now, expires_at),
+        )
+
+    def review_link_request(self, secret_hash: str, now: float) -> int | None:
+        """The request id of an unused, unexpired review link."""
+        rows = self._read(
+            "SELECT request_id FROM review_links WHERE secret_hash = ? AND used_at IS NULL AND expires_at > ?",
+            (secret_hash, now),
+        )
+        return int(rows[0][0]) if rows else None
+
+    def use_review_link(self, db: sqlite3.Connection, secret_hash: str, by: str, now: float) -> int | None:
+        """Spend the link once; its request id, or None when it is unknown, used or expired."""
+        row = db.execute(
+            "UPDATE review_links SET used_at = ?, used_by = ? WHERE secret_hash = ? AND used_at IS NULL "
+            "AND expires_at > ? RETURNING request_id",
+            (now, by, secret_hash, now),
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     # -- set-password links -----------------------------------------------------------------------------------
     def insert_password_link(

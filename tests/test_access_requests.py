@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import socket
 import threading
@@ -342,3 +343,64 @@ def test_admin_api_refuses_viewers_anonymous_and_missing_csrf(app_client: TestCl
     no_csrf = _approve(app_client, pending["id"], ["vid_public"], {"origin": "http://testserver"})
     assert no_csrf.status_code == 403
     assert _approve(app_client, pending["id"], ["vid_public"], headers).status_code == 200
+
+
+def _review_secret(inbox: Inbox, address: str = "admin@example.org") -> str:
+    [mail] = [m for m in inbox.to(address) if m["Subject"] == "New access request"]
+    return _text(mail).split("/request-access/review/", 1)[1].split()[0]
+
+
+def test_review_link_is_random_single_use_for_admins_only_and_audited(
+    app_client: TestClient, smtp: tuple[Controller, Inbox]
+) -> None:
+    _submit(app_client)
+    [pending] = _pending(app_client)
+    secret = _review_secret(smtp[1])
+    assert len(base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))) * 8 >= 128
+    svc = _services(app_client)
+    stored = [row[0] for row in svc.store._read("SELECT secret_hash FROM review_links")]
+    assert stored and secret not in stored  # only a digest is kept
+    url = f"/request-access/review/{secret}"
+
+    anonymous = app_client.get(url, follow_redirects=False)
+    assert anonymous.status_code == 302 and anonymous.headers["location"].startswith("/auth/login?next=")
+    with svc.store.transaction() as db:
+        svc.store.insert_user(db, "viewer", email="", name="", password_hash=None, active=True)
+        svc.store.add_membership(db, "viewer", "vid_public")
+    viewer = {"x-authentik-username": "viewer", "x-authentik-groups": "vid_public"}
+    assert app_client.get(url, headers=viewer, follow_redirects=False).status_code == 403
+    assert svc.store.list_audit(action="access.review") == []
+
+    login(app_client)
+    used = app_client.get(url, follow_redirects=False)
+    assert used.status_code == 303 and used.headers["location"] == f"/users#request-{pending['id']}"
+    [event] = svc.store.list_audit(action="access.review")
+    assert (event.actor, event.target) == ("admin", "ada")
+    again = app_client.get(url, follow_redirects=False)
+    assert again.status_code == 404
+    unknown = app_client.get("/request-access/review/" + "A" * 43, follow_redirects=False)
+    assert (unknown.status_code, unknown.text) == (404, again.text)
+    assert app_client.get("/request-access/review/short", follow_redirects=False).status_code == 404
+
+
+def test_review_link_expires_after_seven_days(app_client: TestClient, smtp: tuple[Controller, Inbox]) -> None:
+    svc = _services(app_client)
+    svc.access_requests.clock = lambda: 1000.0
+    _submit(app_client)
+    secret = _review_secret(smtp[1])
+    login(app_client)
+    svc.access_requests.clock = lambda: 1000.0 + 7 * 24 * 3600 + 1
+    expired = app_client.get(f"/request-access/review/{secret}", follow_redirects=False)
+    assert expired.status_code == 404
+    assert svc.store.list_audit(action="access.review") == []
+    svc.access_requests.clock = lambda: 1000.0 + 7 * 24 * 3600 - 1
+    assert app_client.get(f"/request-access/review/{secret}", follow_redirects=False).status_code == 303
+
+
+def test_each_admin_gets_an_own_review_link(app_client: TestClient, smtp: tuple[Controller, Inbox]) -> None:
+    svc = _services(app_client)
+    with svc.store.transaction() as db:
+        svc.store.insert_user(db, "second", email="second@example.org", name="", password_hash=None, active=True)
+        svc.store.add_membership(db, "second", "vid_admin")
+    _submit(app_client)
+    assert _review_secret(smtp[1]) != _review_secret(smtp[1], "second@example.org")

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from sidecar.errors import BadRequest, NotFoundError, SidecarError
-from sidecar.web.context import check_same_origin, client_ip, json_object, own_origin, require, services
+from sidecar.web.context import (
+    check_same_origin,
+    client_ip,
+    json_object,
+    own_origin,
+    principal,
+    require,
+    services,
+)
 from sidecar.web.templating import page
 
 PUBLIC_HEADERS = {"Referrer-Policy": "same-origin", "Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
@@ -47,7 +57,7 @@ async def submit_request(request: Request) -> Response:
         requests.throttle(client_ip(request), found.email)
     except SidecarError as error:
         return await _form_page(request, values, error.message, error.status)
-    requests.submit(found, client_ip(request))
+    await requests.submit(found, client_ip(request))
     await requests.mailer.flush()
     return _public(page(request, "request_access_done.html", {}))
 
@@ -78,6 +88,39 @@ async def reject_request(request: Request) -> Response:
     body = await json_object(request)
     answer = await services(request).access_requests.reject(_request_id(request), body.get("message"), who.username)
     return JSONResponse(answer)
+
+
+def _gone(request: Request) -> Response:
+    return _public(page(request, "error.html", {"status": 404, "message": GONE}, status_code=404))
+
+
+async def review_link(request: Request) -> Response:
+    """The link in an admin's notification email: spent once by a signed-in admin, then on to the Users page.
+
+    Caddy serves /request-access/* without forward auth. In local mode the sidecar's own session cookie still
+    says who is asking, so the link is spent only when an admin opens it; anyone else is sent to sign in (or shown
+    403) and the link stays valid. In Authentik mode the outpost's identity is not present on this public path, so
+    nobody here can be recognised as an admin: a valid link only redirects to /users, which sits behind forward
+    auth and itself requires the admin session; the link is not spent there (it still expires after 7 days).
+    """
+    svc = services(request)
+    requests = svc.access_requests
+    secret = request.path_params["secret"]
+    request_id = requests.review_target(secret)
+    if request_id is None:
+        return _gone(request)
+    if svc.settings.mode != "local":
+        return _public(RedirectResponse(f"/users#request-{request_id}", status_code=303))
+    who = await principal(request)
+    if not who.authenticated:
+        return _public(RedirectResponse(f"/auth/login?next={quote(request.url.path, safe='/')}", status_code=302))
+    if not who.is_admin:
+        context = {"status": 403, "message": "Only admins can review access requests."}
+        return _public(page(request, "error.html", context, status_code=403))
+    used = requests.use_review_link(secret, who.username)
+    if used is None:
+        return _gone(request)
+    return _public(RedirectResponse(f"/users#request-{used}", status_code=303))
 
 
 async def set_password_page(request: Request) -> Response:
@@ -112,6 +155,7 @@ routes = [
     Route("/api/v1/access-requests", list_requests, methods=["GET"]),
     Route("/api/v1/access-requests/{id}/approve", approve_request, methods=["POST"]),
     Route("/api/v1/access-requests/{id}/reject", reject_request, methods=["POST"]),
+    Route("/request-access/review/{secret}", review_link, methods=["GET"]),
     Route("/request-access/set-password/{secret}", set_password_page, methods=["GET"]),
     Route("/request-access/set-password/{secret}", set_password, methods=["POST"]),
 ]
