@@ -1,9 +1,10 @@
 // The /users page: people from GET /api/v1/users (search and paging), each with one toggle per group from
 // GET /api/v1/groups, activate/deactivate, a password-reset email and a one-time recovery link; and the groups
-// with member counts and a form to create one. Everything shown comes from the JSON API; the DOM is built with
-// textContent only.
+// with member counts and a form to create one; the access requests section lives in requests.js. Everything shown
+// comes from the JSON API; the DOM is built with textContent only.
 
 import { api } from "./api.js";
+import { setupRequests } from "./requests.js";
 
 const PAGE_SIZE = 25;
 
@@ -256,6 +257,7 @@ async function loadGroups(refreshUsers) {
     const found = await api.get("/api/v1/groups");
     groups = found.groups.filter((group) => group.name.startsWith(prefix));
     renderGroups();
+    accessRequests.setGroups(groups.map((group) => group.name));
     if (refreshUsers) {
       await loadUsers();
     }
@@ -308,4 +310,7 @@ next.addEventListener("click", () => {
   }
 });
 
+const accessRequests = setupRequests({ el, announce, fail, onApproved: () => loadGroups(true) });
+
 loadGroups(true);
+accessRequests.load();
