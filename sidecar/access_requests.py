@@ -25,6 +25,7 @@ from sidecar.store import Store
 from sidecar.users import Recovery, UserAdmin
 
 RATE_PER_IP = "5/hour"
+STALE_APPROVAL_SECONDS = 300  # an approval still "approving" after this was interrupted
 RATE_PER_EMAIL = "5/hour"
 LINK_TTL_SECONDS = 72 * 3600
 REVIEW_TTL_SECONDS = 7 * 24 * 3600
@@ -237,11 +238,17 @@ class AccessRequests:
         if not isinstance(groups, list) or not all(isinstance(group, str) for group in groups):
             raise BadRequest("groups must be a list of group names", field="groups")
         row = self._get(request_id)
+        if row["status"] == "approving" and (row["decided_at"] or 0) < self.clock() - STALE_APPROVAL_SECONDS:
+            # An approval that never finished (the process stopped half-way) may be taken up again; the
+            # user_created mark keeps the retry from creating the account twice.
+            with self.store.transaction() as db:
+                self.store.move_access_request(db, request_id, "approving", "pending")
+            row = self._get(request_id)
         if row["status"] == "approved":
             return {"id": request_id, "status": "approved", "username": row["username"], "already": True}
         checked = [await self.users.managed_group(group, actor) for group in sorted(set(groups))]
         with self.store.transaction() as db:
-            if not self.store.move_access_request(db, request_id, "pending", "approving"):
+            if not self.store.move_access_request(db, request_id, "pending", "approving", decided_at=self.clock()):
                 raise Conflict("this request is not pending (already decided or being approved)")
         try:
             # A retry after the directory failed half-way must not create the account twice (nor adopt someone

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,11 @@ def callback_body(**fields: Any) -> dict[str, Any]:
     body.update(fields)
     assert set(body) == set(CALLBACK_FIELDS), "MediaMTX sends exactly these fields"
     return body
+
+
+def form_token(client: TestClient, path: str = "/request-access") -> str:
+    """The signed token a public form page embeds, as a browser would send it back."""
+    page = client.get(path)
+    found = re.search(r'name="form_token" value="([^"]+)"', page.text)
+    assert found, "the form page has no form_token"
+    return found.group(1)

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from email import message_from_bytes
 from email.message import Message
@@ -20,7 +21,7 @@ from starlette.testclient import TestClient
 
 from sidecar.runtime import Services
 from sidecar.settings import Settings
-from tests.helpers import API_KEY, login
+from tests.helpers import API_KEY, form_token, login
 
 ORIGIN = {"origin": "http://testserver"}
 KEY = {"x-api-key": API_KEY}
@@ -99,7 +100,8 @@ def _form(**overrides: str) -> dict[str, str]:
 
 
 def _submit(client: TestClient, **overrides: str) -> Any:
-    return client.post("/request-access", data=_form(**overrides), headers=ORIGIN)
+    data = {"form_token": form_token(client), **_form(**overrides)}
+    return client.post("/request-access", data=data, headers=ORIGIN)
 
 
 def _pending(client: TestClient) -> list[dict[str, Any]]:
@@ -404,3 +406,44 @@ def test_each_admin_gets_an_own_review_link(app_client: TestClient, smtp: tuple[
         svc.store.add_membership(db, "second", "vid_admin")
     _submit(app_client)
     assert _review_secret(smtp[1]) != _review_secret(smtp[1], "second@example.org")
+
+
+def test_a_post_without_the_forms_signed_token_stores_nothing(app_client: TestClient) -> None:
+    answer = app_client.post("/request-access", data=_form(username="forged"), headers=ORIGIN)
+    assert answer.status_code == 403
+    assert "form" in answer.text
+    forged = app_client.post(
+        "/request-access", data={**_form(username="forged2"), "form_token": "x.y.z"}, headers=ORIGIN
+    )
+    assert forged.status_code == 403
+    listed = app_client.get("/api/v1/access-requests", headers={"x-api-key": API_KEY}).json()["requests"]
+    assert not any(r["username"] in ("forged", "forged2") for r in listed)
+
+
+def test_an_approval_interrupted_half_way_is_taken_up_again_without_a_second_account(app_client: TestClient) -> None:
+    _submit(app_client)
+    [pending] = _pending(app_client)
+    svc = _services(app_client)
+    headers = login(app_client)
+    # The process stopped after creating the account but before finishing: status stuck at "approving".
+    asyncio.run(svc.directory.create_user("ada", email="ada@example.org", name="Ada", active=True))
+    with svc.store.transaction() as db:
+        svc.store.mark_user_created(db, pending["id"])
+        db.execute("UPDATE access_requests SET status = 'approving', decided_at = 0 WHERE id = ?", (pending["id"],))
+    resumed = _approve(app_client, pending["id"], ["vid_public"], headers)
+    assert resumed.status_code == 200, resumed.text
+    assert svc.store.user_groups("ada") == ["vid_public"]
+    assert svc.store.count_users() == 2  # admin and ada: no second account
+
+
+def test_an_approval_in_progress_is_not_taken_over(app_client: TestClient) -> None:
+    _submit(app_client)
+    [pending] = _pending(app_client)
+    svc = _services(app_client)
+    with svc.store.transaction() as db:
+        db.execute(
+            "UPDATE access_requests SET status = 'approving', decided_at = ? WHERE id = ?", (time.time(), pending["id"])
+        )
+    answer = _approve(app_client, pending["id"], ["vid_public"], login(app_client))
+    assert answer.status_code == 409
+    assert svc.store.get_user("ada") is None

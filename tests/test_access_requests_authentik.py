@@ -18,7 +18,7 @@ from sidecar.runtime import Services
 from sidecar.settings import Settings
 from tests.authentik_schema import CheckedTransport, require_contract
 from tests.fake_authentik import BASE, TOKEN, FakeAuthentik, create_fake_authentik
-from tests.helpers import API_KEY, TRUSTED_PEER
+from tests.helpers import API_KEY, TRUSTED_PEER, form_token
 from tests.test_access_requests import Inbox, _free_port, _text
 
 ORIGIN = {"origin": "http://testserver"}
@@ -68,6 +68,7 @@ class Site:
             "website": "",
         }
         form.update(overrides)
+        form["form_token"] = form_token(self.client)
         return self.client.post("/request-access", data=form, headers=ORIGIN)
 
     def pending(self) -> list[dict[str, Any]]:

@@ -123,6 +123,23 @@ def _serializer(request: Request) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(services(request).secrets.session_secret, salt="sidecar-csrf")
 
 
+FORM_TOKEN_AGE = 2 * 3600
+
+
+def form_token(request: Request, form: str) -> str:
+    """A signed token for a public form (no session to bind to): proves the POST comes from our own page."""
+    return str(URLSafeTimedSerializer(services(request).secrets.session_secret, salt=f"form-{form}").dumps(form))
+
+
+def check_form_token(request: Request, form: str, token: str) -> None:
+    serializer = URLSafeTimedSerializer(services(request).secrets.session_secret, salt=f"form-{form}")
+    try:
+        if serializer.loads(token, max_age=FORM_TOKEN_AGE) != form:
+            raise BadSignature("wrong form")
+    except BadSignature as error:
+        raise Forbidden("this form has expired or did not come from this site; please fill it in again") from error
+
+
 def csrf_token(request: Request, who: Principal) -> str:
     return str(_serializer(request).dumps(who.username))
 

@@ -10,8 +10,10 @@ from starlette.routing import Route
 
 from sidecar.errors import BadRequest, NotFoundError, SidecarError
 from sidecar.web.context import (
+    check_form_token,
     check_same_origin,
     client_ip,
+    form_token,
     json_object,
     own_origin,
     principal,
@@ -37,7 +39,7 @@ def _public(response: Response) -> Response:
 
 async def _form_page(request: Request, values: dict[str, str], error: str = "", status: int = 200) -> Response:
     groups = await services(request).access_requests.requestable_groups()
-    context = {"values": values, "groups": groups, "error": error}
+    context = {"values": values, "groups": groups, "error": error, "form_token": form_token(request, "request-access")}
     return _public(page(request, "request_access.html", context, status_code=status))
 
 
@@ -50,6 +52,10 @@ async def submit_request(request: Request) -> Response:
     requests = services(request).access_requests
     raw = await _form(request)
     values = {key: raw.get(key, "")[:4000] for key in FORM_FIELDS}
+    try:
+        check_form_token(request, "request-access", raw.get("form_token", ""))
+    except SidecarError as error:
+        return await _form_page(request, values, error.message, error.status)
     if values["website"]:  # a bot filled the hidden field: look the same, keep nothing
         return _public(page(request, "request_access_done.html", {}))
     try:
