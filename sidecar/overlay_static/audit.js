@@ -2,6 +2,7 @@
 // server; the actor and target filters narrow the loaded events as you type. The DOM is built with textContent only.
 
 import { api } from "./api.js";
+import { announcer } from "./dom.js";
 
 const KNOWN_ACTIONS = [
   "editor.request",
@@ -54,18 +55,7 @@ function cell(text, className, label) {
   return td;
 }
 
-let announced = 0;
-
-function announce(message, kind = "info") {
-  const mine = ++announced;
-  statusBox.textContent = "";
-  statusBox.dataset.kind = kind;
-  window.setTimeout(() => {
-    if (mine === announced) {
-      statusBox.textContent = message;
-    }
-  }, 40);
-}
+const announce = announcer(statusBox);
 
 function utc(seconds) {
   const when = new Date(seconds * 1000);

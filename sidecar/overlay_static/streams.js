@@ -3,6 +3,7 @@
 // and the stream sources. Everything shown comes from the JSON API; the DOM is built with textContent only.
 
 import { api } from "./api.js";
+import { announcer, el } from "./dom.js";
 import { attachPlayer } from "./player.js";
 
 const POLL_MS = 3000;
@@ -27,42 +28,7 @@ let player = null;
 
 // --- small helpers ----------------------------------------------------------------------------------------------
 
-const ATTRIBUTES = new Set(["role", "for", "spellcheck", "autocapitalize", "autocomplete", "placeholder"]);
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (value === undefined || value === null || value === false) {
-      continue;
-    }
-    if (key === "class") {
-      node.className = value;
-    } else if (key === "text") {
-      node.textContent = value;
-    } else if (key.startsWith("data-") || key.startsWith("aria-") || ATTRIBUTES.has(key)) {
-      node.setAttribute(key, value === true ? "" : String(value));
-    } else {
-      node[key] = value;
-    }
-  }
-  node.append(...children.filter((child) => child !== null && child !== undefined && child !== false));
-  return node;
-}
-
-let announced = 0;
-
-// Status and errors for everyone, screen readers included: the region is cleared first so a repeated message
-// is read again.
-function announce(message, kind = "info") {
-  const mine = ++announced;
-  statusBox.textContent = "";
-  statusBox.dataset.kind = kind;
-  window.setTimeout(() => {
-    if (mine === announced) {
-      statusBox.textContent = message;
-    }
-  }, 40);
-}
+const announce = announcer(statusBox);
 
 function fail(prefix, error) {
   announce(prefix ? `${prefix}: ${error.message}` : error.message, "error");

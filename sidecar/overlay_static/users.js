@@ -4,6 +4,7 @@
 // comes from the JSON API; the DOM is built with textContent only.
 
 import { api } from "./api.js";
+import { announcer, el } from "./dom.js";
 import { setupRequests } from "./requests.js";
 
 const PAGE_SIZE = 25;
@@ -39,41 +40,7 @@ let total = 0;
 
 // --- small helpers ----------------------------------------------------------------------------------------------
 
-const ATTRIBUTES = new Set(["role", "for", "readonly"]);
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (value === undefined || value === null || value === false) {
-      continue;
-    }
-    if (key === "class") {
-      node.className = value;
-    } else if (key === "text") {
-      node.textContent = value;
-    } else if (key.startsWith("data-") || key.startsWith("aria-") || ATTRIBUTES.has(key)) {
-      node.setAttribute(key, value === true ? "" : String(value));
-    } else {
-      node[key] = value;
-    }
-  }
-  node.append(...children.filter((child) => child !== null && child !== undefined && child !== false));
-  return node;
-}
-
-let announced = 0;
-
-// Status and errors for everyone, screen readers included: cleared first so a repeated message is read again.
-function announce(message, kind = "info") {
-  const mine = ++announced;
-  statusBox.textContent = "";
-  statusBox.dataset.kind = kind;
-  window.setTimeout(() => {
-    if (mine === announced) {
-      statusBox.textContent = message;
-    }
-  }, 40);
-}
+const announce = announcer(statusBox);
 
 function fail(prefixText, error) {
   announce(`${prefixText}: ${error.message}`, "error");
