@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import httpx
 
+from sidecar import jsonfields
 from sidecar.directory.base import DirectoryError, InvalidName, NotFound
 
 MAX_PAGE_SIZE = 100  # Authentik's own ceiling for `page_size`
@@ -437,10 +438,7 @@ def _field_errors(response: httpx.Response) -> dict[str, list[str]]:
 
 
 def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise _unreadable() from None
+    return jsonfields.parse(response, _unreadable)
 
 
 def _unreadable() -> AuthentikError:
@@ -448,9 +446,7 @@ def _unreadable() -> AuthentikError:
 
 
 def _object(data: Any) -> Mapping[str, Any]:
-    if not isinstance(data, Mapping):
-        raise _unreadable()
-    return data
+    return jsonfields.mapping(data, _unreadable)
 
 
 def _results(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -471,9 +467,7 @@ def _named(data: Mapping[str, Any], name: str) -> AuthentikStage | None:
     return next((item for item in found if item.name == name), None)
 
 
-def _str(data: Mapping[str, Any], key: str) -> str:
-    value = data.get(key)
-    return value if isinstance(value, str) else ""
+_str = jsonfields.text
 
 
 def _int(data: Mapping[str, Any], key: str) -> int:

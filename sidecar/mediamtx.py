@@ -12,6 +12,8 @@ from urllib.parse import quote
 
 import httpx
 
+from sidecar import jsonfields
+
 ERROR_MESSAGE_LIMIT = 200
 DEFAULT_PAGE_SIZE = 100  # MediaMTX's own default for itemsPerPage
 MAX_PAGES = 10_000  # a safety stop should a broken server keep announcing more pages
@@ -378,10 +380,7 @@ def _error_detail(response: httpx.Response) -> str:
 
 
 def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise _unreadable() from None
+    return jsonfields.parse(response, _unreadable)
 
 
 def _unreadable() -> MediaMTXError:
@@ -389,14 +388,10 @@ def _unreadable() -> MediaMTXError:
 
 
 def _object(data: Any) -> Mapping[str, Any]:
-    if not isinstance(data, Mapping):
-        raise _unreadable()
-    return data
+    return jsonfields.mapping(data, _unreadable)
 
 
-def _str(data: Any, key: str, default: str = "") -> str:
-    value = data.get(key) if isinstance(data, Mapping) else None
-    return value if isinstance(value, str) else default
+_str = jsonfields.text
 
 
 def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
