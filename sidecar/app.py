@@ -31,6 +31,7 @@ from sidecar.web import (
     sources,
     streams,
 )
+from sidecar.web.callback import MediaMTXCallback
 from sidecar.web.errors import EXCEPTION_HANDLERS
 from sidecar.web.middleware import BodyLimit, Timing
 
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTr
             await services.aclose()
 
     own_routes: list[BaseRoute] = [
-        *mediamtx.routes,  # first: MediaMTX calls these for every connection
+        *mediamtx.routes,
         *service.routes,
         *auth.routes,
         *api.routes,
@@ -85,7 +86,11 @@ def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTr
 
     return Starlette(
         routes=[*own_routes, *proxied],  # the proxy last: its catch-all must not shadow the sidecar's own routes
-        middleware=[Middleware(BodyLimit, limit=MAX_BODY_BYTES, limit_for=body_limit), Middleware(Timing)],
+        middleware=[
+            Middleware(MediaMTXCallback),  # outermost: MediaMTX calls it for every connection
+            Middleware(BodyLimit, limit=MAX_BODY_BYTES, limit_for=body_limit),
+            Middleware(Timing),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 # Label values come from this fixed set, so a client cannot grow the series count with random paths.
 ACTIONS = frozenset({"read", "playback", "publish", "api", "metrics", "pprof"})
-KNOWN_AREAS = frozenset({"api", "auth", "users", "streams", "overlay", "healthz", "readyz", "version", "metrics"})
+KNOWN_AREAS = frozenset(
+    {"mediamtx", "api", "auth", "users", "streams", "overlay", "healthz", "readyz", "version", "metrics"}
+)
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 
 
 class Metrics:
     def __init__(self) -> None:
-        self._decision_children: dict[tuple[bool, str], Counter] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
         self.registry = CollectorRegistry()
         self.decisions = Counter(
             "sidecar_decisions_total",
-            "Access decisions by result and action",
+            "MediaMTX auth callback decisions by result and action",
             ["result", "action"],
             registry=self.registry,
         )
@@ -26,20 +31,21 @@ class Metrics:
             registry=self.registry,
         )
 
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """The labelled series, looked up once: labels() is costly and MediaMTX's callbacks come by the thousand."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def record_decision(self, allowed: bool, action: str) -> None:
-        known = action if action in ACTIONS else "unknown"
-        key = (allowed, known)
-        child = self._decision_children.get(key)
-        if child is None:  # labels() is costly and this runs for every MediaMTX callback
-            child = self._decision_children[key] = self.decisions.labels("allow" if allowed else "deny", known)
-        child.inc()
+        self._child(self.decisions, "allow" if allowed else "deny", action if action in ACTIONS else "unknown").inc()
 
     def observe(self, path: str, method: str, seconds: float) -> None:
         first = path.lstrip("/").split("/", 1)[0]
         area = first if first in KNOWN_AREAS else "other"
-        self.latency.labels(area, method if method in {"GET", "POST", "PUT", "PATCH", "DELETE"} else "other").observe(
-            seconds
-        )
+        self._child(self.latency, area, method if method in METHODS else "other").observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,9 +19,7 @@ class RuleBook:
         store: Store,
         directory: Directory,
         roles: RolePolicy,
-        on_decision: Callable[[bool, str], None] | None = None,
     ) -> None:
-        self.on_decision = on_decision
         self.on_change: Callable[[str], None] | None = None  # re-checks live sessions (set by the wiring)
         self.store = store
         self.directory = directory
@@ -46,10 +44,7 @@ class RuleBook:
         return self.store.list_rules()
 
     def decide(self, principal: Principal, path: str, action: str) -> Decision:
-        decision = decide(self.matcher(), principal, path, action)
-        if self.on_decision is not None:
-            self.on_decision(decision.allowed, action)
-        return decision
+        return decide(self.matcher(), principal, path, action)
 
     async def check_groups(self, groups: object) -> list[str]:
         # An empty list is meaningful: the pattern is for admins only, even where a broader rule names groups.

@@ -137,7 +137,7 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
     else:
         directory = AuthentikNotConnected()
     metrics = Metrics()
-    rules = RuleBook(store, directory, roles, on_decision=metrics.record_decision)
+    rules = RuleBook(store, directory, roles)
     tokens = TokenIssuer(store, settings)
     tokens.ensure_key()
     publishers = Publishers(store)

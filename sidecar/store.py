@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -153,9 +154,19 @@ SCHEMA = [
     );
     ALTER TABLE access_requests ADD COLUMN user_created INTEGER NOT NULL DEFAULT 0;
     """,
+    """
+    CREATE TABLE issued_tokens (
+        digest TEXT PRIMARY KEY,
+        kid TEXT NOT NULL,
+        claims TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX issued_tokens_expiry ON issued_tokens(expires_at);
+    """,
 ]
 
 
+VERSION_POLL_SECONDS = 0.01
 # (id, username, groups, path, action, protocol, kind, allowed_at); kind is user, publisher or service
 SessionRow = tuple[str, str, list[str], str, str, str, str, float]
 
@@ -179,6 +190,7 @@ class Store:
         path.chmod(0o600)
         self.path = path
         self._lock = threading.RLock()
+        self._version, self._version_read_at = 0, -math.inf
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -219,8 +231,16 @@ class Store:
         return bool(self._read("SELECT 1")[0][0] == 1)
 
     def data_version(self) -> int:
-        """Changes when another connection (a CLI run beside the server) commits; cheap to poll."""
-        return int(self._read("PRAGMA data_version")[0][0])
+        """Changes when another connection (a CLI run beside the server) commits.
+
+        Read at most once per VERSION_POLL_SECONDS: MediaMTX callbacks arrive by the thousand per second and each
+        consults several caches, while another process's change only has to show within that time.
+        """
+        now = time.monotonic()
+        if now - self._version_read_at >= VERSION_POLL_SECONDS:
+            self._version = int(self._read("PRAGMA data_version")[0][0])
+            self._version_read_at = now
+        return self._version
 
     # -- path rules -------------------------------------------------------------------------------------------
     def list_rules(self) -> dict[str, list[str]]:
@@ -397,6 +417,23 @@ class Store:
     def delete_retired_keys(self, db: sqlite3.Connection, now: float) -> int:
         return db.execute("DELETE FROM signing_keys WHERE retire_at IS NOT NULL AND retire_at <= ?", (now,)).rowcount
 
+    def remember_issued_token(
+        self, digest: str, kid: str, claims: str, expires_at: float, purge_before: float | None
+    ) -> None:
+        """Note a token this sidecar signed (by digest, never the token itself); drop expired ones when asked."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO issued_tokens(digest, kid, claims, expires_at) VALUES (?, ?, ?, ?)",
+                (digest, kid, claims, expires_at),
+            )
+            if purge_before is not None:
+                db.execute("DELETE FROM issued_tokens WHERE expires_at <= ?", (purge_before,))
+
+    def issued_token(self, digest: str) -> tuple[str, str] | None:
+        """(kid, claims JSON) of a token this sidecar signed, or None."""
+        rows = self._read("SELECT kid, claims FROM issued_tokens WHERE digest = ?", (digest,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
     # -- publisher credentials --------------------------------------------------------------------------------
     def publishers(self) -> list[sqlite3.Row]:
         return self._read("SELECT name, pattern, created_by, created_at FROM publishers ORDER BY name")
@@ -419,9 +456,9 @@ class Store:
         return db.execute("DELETE FROM publishers WHERE name = ?", (name,)).rowcount > 0
 
     # -- revocation -------------------------------------------------------------------------------------------
-    def revoked_before(self, username: str) -> float:
-        rows = self._read("SELECT before FROM revocations WHERE username = ?", (username,))
-        return float(rows[0][0]) if rows else 0.0
+    def revocations(self) -> dict[str, float]:
+        """username -> tokens issued up to this time no longer count."""
+        return {row[0]: float(row[1]) for row in self._read("SELECT username, before FROM revocations")}
 
     def revoke_tokens(self, db: sqlite3.Connection, username: str, before: float) -> None:
         db.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 
 import bcrypt
@@ -12,6 +13,7 @@ from sidecar.errors import BadRequest, Forbidden, NotFoundError
 from sidecar.identity import Role
 from sidecar.runtime import Services, build_services
 from sidecar.settings import Settings
+from sidecar.store import VERSION_POLL_SECONDS
 from tests.helpers import principal
 
 
@@ -110,10 +112,12 @@ async def test_rule_change_by_a_second_process_is_seen_without_restart(services:
     cli = build_services(settings)
     try:
         await cli.rules.set("live/**", ["vid_public"], actor="cli")
+        time.sleep(VERSION_POLL_SECONDS * 2)  # another process's commit shows once the poll interval is over
         assert services.rules.matcher() is not cached
         assert services.rules.decide(viewer, "live/cam1", "read").allowed
 
         cli.rules.delete("live/**", actor="cli")
+        time.sleep(VERSION_POLL_SECONDS * 2)
         assert not services.rules.decide(viewer, "live/cam1", "read").allowed
     finally:
         await cli.aclose()

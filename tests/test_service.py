@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 import sidecar
 from sidecar.app import create_app
 from sidecar.settings import Settings
-from tests.helpers import API_KEY, TRUSTED_PEER, UNTRUSTED_PEER, principal
+from tests.helpers import API_KEY, TRUSTED_PEER, UNTRUSTED_PEER, callback_body
 
 pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
 
@@ -193,20 +193,22 @@ def test_metrics_is_prometheus_text_with_decisions_and_latency(client: TestClien
     assert sample(response.text, "sidecar_request_seconds_count", {"area": "healthz", "method": "GET"}) >= 1
 
 
-def test_decision_counter_rises_with_each_access_decision(client: TestClient) -> None:
-    """Every decision the rule book makes (the MediaMTX callback's path) is counted by result and action."""
+def test_decision_counter_counts_each_mediamtx_callback_once(client: TestClient) -> None:
+    """Every answer to MediaMTX's auth callback is counted once, by result and action, whichever step decided it;
+    the callback's latency shows under its own area."""
     key = {"x-api-key": API_KEY}
     client.put("/api/v1/rules", json={"pattern": "live/**", "groups": ["vid_public"]}, headers=key)
-    rules = client.app.state.services.rules  # type: ignore[attr-defined]
-    viewer = principal("vid_public", username="vic")
     allow = {"result": "allow", "action": "read"}
     deny = {"result": "deny", "action": "publish"}
     before = client.get("/metrics", headers=key).text
-    assert client.portal.call(rules.decide, viewer, "live/a", "read").allowed is True  # type: ignore[union-attr]
-    assert client.portal.call(rules.decide, viewer, "live/a", "publish").allowed is False  # type: ignore[union-attr]
+    # The API key reaches the rule book; no credentials are refused before it.
+    assert client.post("/mediamtx/auth", json=callback_body(password=API_KEY, path="live/a")).status_code == 200
+    assert client.post("/mediamtx/auth", json=callback_body(action="publish", path="live/a")).status_code == 401
     after = client.get("/metrics", headers=key).text
     assert sample(after, "sidecar_decisions_total", allow) == sample(before, "sidecar_decisions_total", allow) + 1
     assert sample(after, "sidecar_decisions_total", deny) == sample(before, "sidecar_decisions_total", deny) + 1
+    latency = {"area": "mediamtx", "method": "POST"}
+    assert sample(after, "sidecar_request_seconds_count", latency) == 2
 
 
 def test_metrics_labels_do_not_grow_with_random_paths(client: TestClient) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.store import SCHEMA, Store
+from sidecar.store import SCHEMA, VERSION_POLL_SECONDS, Store
 
 
 @pytest.fixture
@@ -240,11 +240,13 @@ def test_data_version_changes_when_a_second_store_commits(store: Store, db_path:
         assert store.data_version() == before
         with other.transaction() as db:
             other.put_rule(db, "live/*", ["vid_public"])
+        time.sleep(VERSION_POLL_SECONDS * 2)
         after = store.data_version()
         assert after != before
         assert store.list_rules() == {"live/*": ["vid_public"]}
         with other.transaction() as db:
             other.audit(db, "cli", "rule.set", "x")
+        time.sleep(VERSION_POLL_SECONDS * 2)
         assert store.data_version() != after
     finally:
         other.close()
@@ -271,3 +273,22 @@ def test_meta_set_get_overwrite(store: Store) -> None:
         store.set_meta(db, "k", "1")
         store.set_meta(db, "k", "2")
     assert store.get_meta("k") == "2"
+
+
+def test_data_version_is_read_from_sqlite_at_most_once_per_poll_interval(
+    store: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One callback consults several caches; they share one PRAGMA read, and the next interval sees the change."""
+    clock = [1000.0]
+    monkeypatch.setattr("sidecar.store.time.monotonic", lambda: clock[0])
+    other = Store(db_path)
+    try:
+        before = store.data_version()
+        with other.transaction() as db:
+            other.put_rule(db, "live/*", ["vid_public"])
+        clock[0] += VERSION_POLL_SECONDS / 2
+        assert store.data_version() == before  # within the interval: the value already read
+        clock[0] += VERSION_POLL_SECONDS
+        assert store.data_version() != before
+    finally:
+        other.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from urllib.parse import quote
 
@@ -17,6 +18,14 @@ from sidecar.web.templating import page
 log = logging.getLogger("sidecar.web")
 # Machine-facing paths always answer JSON; everything else answers a page when a browser asks for HTML.
 JSON_ONLY_PREFIXES = ("/api/", "/mediamtx/", "/.well-known/", "/metrics", "/auth/")
+
+
+def json_error_body(message: str, field: str | None = None) -> bytes:
+    """The API's error shape, `{"error": ..., "field": ...}`, as bytes."""
+    body: dict[str, str] = {"error": message}
+    if field:
+        body["field"] = field
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _wants_page(request: Request) -> bool:
@@ -39,11 +48,8 @@ def error_response(request: Request, status: int, message: str, field: str | Non
             "prefix": svc.settings.group_prefix,
         }
         return page(request, "error.html", context, status_code=status)
-    body: dict[str, str] = {"error": message}
-    if field:
-        body["field"] = field
     headers = {"WWW-Authenticate": 'Bearer realm="sidecar"'} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    return Response(json_error_body(message, field), status_code=status, headers=headers, media_type="application/json")
 
 
 async def sidecar_error(request: Request, exc: Exception) -> Response:

@@ -1,4 +1,4 @@
-"""What MediaMTX calls: the HTTP auth callback, the JWKS for JWT mode, and the runOn* webhooks."""
+"""What MediaMTX calls besides the auth callback (web/callback.py): the JWKS for JWT mode and the runOn* hooks."""
 
 from __future__ import annotations
 
@@ -7,15 +7,13 @@ import json
 import logging
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from sidecar.errors import BadRequest, Forbidden, Unauthorized
-from sidecar.media_auth import AuthRequest
 from sidecar.web.context import services
 
 log = logging.getLogger("sidecar.mediamtx")
-MAX_CALLBACK_BYTES = 16 * 1024
 HOOK_EVENTS = frozenset({"ready", "not-ready", "notready", "read", "unread"})
 HOOK_FIELDS = ("path", "query", "source_type", "source_id", "reader_type", "reader_id")
 
@@ -24,29 +22,6 @@ def _from_mediamtx(request: Request) -> None:
     host = request.client.host if request.client else None
     if not services(request).mediamtx_peers.contains(host):
         raise Forbidden("only MediaMTX may call this endpoint")
-
-
-async def auth_callback(request: Request) -> Response:
-    _from_mediamtx(request)
-    svc = services(request)
-    body = await request.body()
-    if len(body) > MAX_CALLBACK_BYTES:
-        raise BadRequest("callback body too large")
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as error:  # deep nesting raises RecursionError
-        raise BadRequest("body must be JSON") from error
-    auth_request = AuthRequest.parse(data)
-    verdict = svc.media_auth.check(auth_request)
-    svc.metrics.record_decision(verdict.allowed, auth_request.action)
-    if not verdict.allowed:
-        log.info(
-            "mediamtx deny %s %s %s: %s", auth_request.action, auth_request.protocol, auth_request.path, verdict.reason
-        )
-        # MediaMTX treats any non-2xx as deny, and prompts RTSP clients for credentials on 401.
-        return JSONResponse({"error": "Unauthorized"}, status_code=401)
-    svc.media_auth.remember(auth_request, verdict)
-    return JSONResponse({"allowed": True})
 
 
 async def jwks(request: Request) -> Response:
@@ -88,7 +63,6 @@ async def hook(request: Request) -> Response:
 
 
 routes = [
-    Route("/mediamtx/auth", auth_callback, methods=["POST"]),
     Route("/mediamtx/hooks/{event}", hook, methods=["POST"]),
     Route("/.well-known/jwks.json", jwks, methods=["GET", "HEAD"]),
 ]
