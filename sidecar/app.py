@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,7 +43,15 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_EDITOR_BODY_BYTES = 64 * 1024 * 1024
 
 
-def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    freeze_startup_objects: bool = False,
+) -> Starlette:
+    """The sidecar. `freeze_startup_objects` (for the server process, not for tests that build many apps): once
+    started, move everything startup built out of the garbage collector's way, so its full passes, which would
+    otherwise walk all of it and stall callbacks for tens of milliseconds, only see what serving creates."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -52,9 +61,15 @@ def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTr
         if services.sessions is not None and services.sessions.first_admin_open(settings.admin_groups):
             log.warning("no admin exists yet: open /auth/login to set the first admin password, or run bootstrap")
         outbox = asyncio.create_task(services.mailer.run()) if services.mailer.configured else None
+        if freeze_startup_objects:
+            services.warm()
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
+            if freeze_startup_objects:
+                gc.unfreeze()
             if outbox is not None:
                 outbox.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -32,7 +32,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     )
     # proxy_headers off: the TCP peer must stay the peer, or X-Forwarded-For would decide who is a trusted proxy.
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, freeze_startup_objects=True),
         host=settings.host,
         port=settings.port,
         proxy_headers=False,

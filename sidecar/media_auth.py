@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import re
 import time
@@ -15,13 +14,12 @@ from sidecar.identity import Principal, Role, RolePolicy, TrustedProxies
 from sidecar.policy import SERVICE_ACTIONS, VIEW_ACTIONS, glob_to_regex, is_glob, normalise_path
 from sidecar.publishers import Publishers
 from sidecar.rules import RuleBook
-from sidecar.store import SessionRow, Store
+from sidecar.session_writer import SessionWriter
 from sidecar.tokens import Claims, TokenInvalid, TokenIssuer
 
 FIELDS = ("ip", "user", "password", "token", "action", "path", "protocol", "query", "userAgent")
 MAX_FIELD = 4096
 SESSION_ACTIONS = VIEW_ACTIONS | {"publish"}
-FLUSH_DELAY = 0.2  # seconds; revocation flushes first, so nothing it needs is ever only in memory
 
 
 @dataclass(frozen=True)
@@ -117,17 +115,16 @@ class MediaAuth:
         roles: RolePolicy,
         tokens: TokenIssuer,
         publishers: Publishers,
-        store: Store,
+        sessions: SessionWriter,
         api_key: str,
         local_api: TrustedProxies,
     ) -> None:
         self.local_api = local_api
-        self._pending: list[SessionRow] = []
+        self.sessions = sessions
         self.rules = rules
         self.roles = roles
         self.tokens = tokens
         self.publishers = publishers
-        self.store = store
         self.api_key = api_key
 
     def check(self, request: AuthRequest) -> Verdict:
@@ -169,13 +166,10 @@ class MediaAuth:
         return Verdict(decision.allowed, decision.reason, claims.subject, tuple(claims.groups), kind)
 
     def remember(self, request: AuthRequest, verdict: Verdict) -> None:
-        """Note which MediaMTX session the sidecar let in for whom, so revocation can kick exactly those.
-
-        Written in batches a moment later: one SQLite commit per callback would cost more than the decision.
-        """
+        """Note which MediaMTX session the sidecar let in for whom, so revocation can kick exactly those."""
         if not (verdict.allowed and request.id and request.action in SESSION_ACTIONS and verdict.username):
             return
-        self._pending.append(
+        self.sessions.add(
             (
                 request.id,
                 verdict.username,
@@ -187,13 +181,3 @@ class MediaAuth:
                 time.time(),
             )
         )
-        if len(self._pending) == 1:
-            try:
-                asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush_sessions)
-            except RuntimeError:
-                self.flush_sessions()
-
-    def flush_sessions(self) -> None:
-        batch, self._pending = self._pending, []
-        if batch:
-            self.store.remember_sessions(batch)

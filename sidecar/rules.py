@@ -29,7 +29,7 @@ class RuleBook:
 
     def matcher(self) -> Matcher:
         """Recompiled only when the rules may have changed (here, or by another process such as the CLI)."""
-        version = self.store.data_version()
+        version = self.store.generation()
         if self._matcher is None or version != self._version:
             self._matcher = Matcher(self.store.list_rules())
             self._version = version

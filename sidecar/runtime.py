@@ -25,6 +25,7 @@ from sidecar.metrics import Metrics
 from sidecar.publishers import Publishers
 from sidecar.revocation import Revoker
 from sidecar.rules import RuleBook
+from sidecar.session_writer import SessionWriter
 from sidecar.sessions import LocalSessions
 from sidecar.settings import Settings
 from sidecar.share_links import SUBJECT_PREFIX, ShareLinks
@@ -109,9 +110,15 @@ class Services:
     mailer: Mailer
     access_requests: AccessRequests
 
+    def warm(self) -> None:
+        """Load what MediaMTX's first callback would otherwise wait for: keys, revocations, the issued-token
+        register and the compiled rules."""
+        self.tokens.jwks()
+        self.rules.matcher()
+
     async def aclose(self) -> None:
         await self.revoker.idle()
-        self.media_auth.flush_sessions()
+        self.media_auth.sessions.close()
         await self.http.aclose()
         self.store.close()
 
@@ -152,11 +159,11 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
         roles,
         tokens,
         publishers,
-        store,
+        SessionWriter(settings.database_path),
         secrets.api_key,
         TrustedProxies.parse(settings.mediamtx_local_api_ips),
     )
-    revoker.before_recheck = media_auth.flush_sessions
+    revoker.before_recheck = media_auth.sessions.flush
     share_links = ShareLinks(store, rules, roles, tokens, revoker, settings)
     revoker.subject_checks[SUBJECT_PREFIX] = share_links.still_plays
     rules.on_change = revoker.rules_changed

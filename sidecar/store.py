@@ -156,12 +156,14 @@ SCHEMA = [
     """,
     """
     CREATE TABLE issued_tokens (
-        digest TEXT PRIMARY KEY,
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        digest TEXT NOT NULL UNIQUE,
         kid TEXT NOT NULL,
         claims TEXT NOT NULL,
         expires_at REAL NOT NULL
-    ) WITHOUT ROWID;
+    );
     CREATE INDEX issued_tokens_expiry ON issued_tokens(expires_at);
+    INSERT INTO meta(key, value) VALUES ('generation', '0');
     """,
 ]
 
@@ -184,18 +186,23 @@ class AuditEvent:
 class Store:
     """The single home of SQL. Callers get plain Python values, never cursors."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, autocheckpoint: bool = True) -> None:
+        """`autocheckpoint=False` for a connection that commits often on the event loop: SQLite would otherwise
+        copy the write-ahead log into the database (and fsync) inside one of its commits; `checkpoint()` on
+        another connection, on a thread, does that instead."""
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600, exist_ok=True)  # password hashes and sessions live here; WAL files inherit the mode
         path.chmod(0o600)
         self.path = path
         self._lock = threading.RLock()
-        self._version, self._version_read_at = 0, -math.inf
+        self._data_version, self._generation, self._version_read_at = -1, 0, -math.inf
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        if not autocheckpoint:
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._migrate()
 
     def close(self) -> None:
@@ -212,12 +219,18 @@ class Store:
                 db.execute(f"PRAGMA user_version={number}")
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic change; concurrent writers (a CLI beside the server) wait on SQLite's lock."""
+    def transaction(self, *, invalidates: bool = True) -> Iterator[sqlite3.Connection]:
+        """One atomic change; concurrent writers (a CLI beside the server) wait on SQLite's lock.
+
+        `invalidates=False` only for writes no cache depends on (the session log): every other change moves the
+        generation on, which is how another process learns that its caches are stale.
+        """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                if invalidates:
+                    self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -227,20 +240,31 @@ class Store:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database without waiting for readers or writers (PASSIVE)."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     def ping(self) -> bool:
         return bool(self._read("SELECT 1")[0][0] == 1)
 
-    def data_version(self) -> int:
-        """Changes when another connection (a CLI run beside the server) commits.
+    def generation(self) -> int:
+        """Moves on when another connection (a CLI run beside the server) commits a change caches depend on.
 
-        Read at most once per VERSION_POLL_SECONDS: MediaMTX callbacks arrive by the thousand per second and each
-        consults several caches, while another process's change only has to show within that time.
+        Polled at most once per VERSION_POLL_SECONDS: MediaMTX callbacks arrive by the thousand per second and each
+        consults several caches, while another process's change only has to show within that time. SQLite's
+        data_version tells cheaply whether anyone else committed; only then is the generation itself read, so the
+        server's own session log (written through a connection of its own) does not empty the caches.
         """
         now = time.monotonic()
         if now - self._version_read_at >= VERSION_POLL_SECONDS:
-            self._version = int(self._read("PRAGMA data_version")[0][0])
             self._version_read_at = now
-        return self._version
+            data_version = int(self._read("PRAGMA data_version")[0][0])
+            if data_version != self._data_version:
+                rows = self._read("SELECT value FROM meta WHERE key = 'generation'")
+                self._generation = int(rows[0][0]) if rows else 0
+                self._data_version = data_version
+        return self._generation
 
     # -- path rules -------------------------------------------------------------------------------------------
     def list_rules(self) -> dict[str, list[str]]:
@@ -423,16 +447,20 @@ class Store:
         """Note a token this sidecar signed (by digest, never the token itself); drop expired ones when asked."""
         with self.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO issued_tokens(digest, kid, claims, expires_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO issued_tokens(digest, kid, claims, expires_at) VALUES (?, ?, ?, ?)",
                 (digest, kid, claims, expires_at),
             )
             if purge_before is not None:
                 db.execute("DELETE FROM issued_tokens WHERE expires_at <= ?", (purge_before,))
 
-    def issued_token(self, digest: str) -> tuple[str, str] | None:
-        """(kid, claims JSON) of a token this sidecar signed, or None."""
-        rows = self._read("SELECT kid, claims FROM issued_tokens WHERE digest = ?", (digest,))
-        return (rows[0][0], rows[0][1]) if rows else None
+    def issued_tokens_since(self, seq: int, now: float) -> list[tuple[int, str, str, str, float]]:
+        """(seq, digest, kid, claims JSON, expires_at) of unexpired tokens noted after `seq`, oldest first."""
+        rows = self._read(
+            "SELECT seq, digest, kid, claims, expires_at FROM issued_tokens WHERE seq > ? AND expires_at > ? "
+            "ORDER BY seq",
+            (seq, now),
+        )
+        return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
     # -- publisher credentials --------------------------------------------------------------------------------
     def publishers(self) -> list[sqlite3.Row]:
@@ -470,7 +498,7 @@ class Store:
     # -- media sessions the sidecar allowed (for revocation) ---------------------------------------------------
     def remember_sessions(self, sessions: list[SessionRow]) -> None:
         """Store (id, username, groups, path, action, protocol, kind, allowed_at) rows in one transaction."""
-        with self.transaction() as db:
+        with self.transaction(invalidates=False) as db:
             db.executemany(
                 "INSERT INTO media_sessions(id, username, groups, path, action, protocol, kind, allowed_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET username=excluded.username, "

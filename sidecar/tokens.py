@@ -7,8 +7,8 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import httpx
 from joserfc import jwt
@@ -35,8 +35,10 @@ class Issued:
     expires_at: int
 
 
-@dataclass(frozen=True)
-class Claims:
+class Claims(NamedTuple):
+    """A tuple of plain values, so the thousands of them in the verified-token cache cost the garbage collector
+    nothing (it stops tracking such tuples)."""
+
     subject: str
     groups: tuple[str, ...]
     permissions: tuple[dict[str, str], ...]
@@ -44,7 +46,6 @@ class Claims:
     expires_at: int
     not_before: int = 0
     service: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def thumbprint(key: ECKey) -> str:
@@ -67,6 +68,10 @@ class TokenIssuer:
         # published and revocation are checked again on every hit.
         self._verified: OrderedDict[str, tuple[str, Claims]] = OrderedDict()
         self._next_purge = 0.0
+        # The issued-token register (digest -> kid, claims JSON, expiry), mirrored from SQLite: tokens issued here
+        # are added as they are signed, those another process signed are read when the database changes.
+        self._issued: dict[str, tuple[str, str, float]] = {}
+        self._issued_seq = 0
         self._registry = JWTClaimsRegistry(
             now=lambda: int(self.clock()),
             iss={"essential": True, "value": settings.jwt_issuer},
@@ -79,7 +84,7 @@ class TokenIssuer:
     # -- keys -------------------------------------------------------------------------------------------------
     def _load(self) -> list[tuple[str, ECKey, float, float | None]]:
         """Signing keys and revocations, read again only when the database changed."""
-        version = self.store.data_version()
+        version = self.store.generation()
         if version != self._cache_version or not self._keys:
             rows = self.store.signing_keys()
             self._keys = [
@@ -87,8 +92,16 @@ class TokenIssuer:
                 for row in rows
             ]
             self._revoked = self.store.revocations()
+            self._read_issued()
             self._cache_version = version
         return self._keys
+
+    def _read_issued(self) -> None:
+        for seq, token_digest, kid, claims, expires_at in self.store.issued_tokens_since(
+            self._issued_seq, self.clock()
+        ):
+            self._issued[token_digest] = (kid, claims, expires_at)
+            self._issued_seq = seq
 
     def _invalidate(self) -> None:
         self._keys = []
@@ -201,7 +214,10 @@ class TokenIssuer:
         purge_before = None
         if now >= self._next_purge:
             purge_before, self._next_purge = now, now + PURGE_INTERVAL
-        self.store.remember_issued_token(digest(token), kid, json.dumps(claims), expires_at, purge_before)
+            self._issued = {key: entry for key, entry in self._issued.items() if entry[2] > now}
+        token_digest, payload = digest(token), json.dumps(claims)
+        self.store.remember_issued_token(token_digest, kid, payload, expires_at, purge_before)
+        self._issued[token_digest] = (kid, payload, expires_at)
 
     def verify(self, token: str) -> Claims:
         now = self.clock()
@@ -227,10 +243,10 @@ class TokenIssuer:
         """A token signed here, found by its digest: the exact text this issuer signed, so its claims are known
         without checking the signature again (about a tenth of the cost). Anything else goes to the signature check.
         """
-        found = self.store.issued_token(digest(token))
+        found = self._issued.get(digest(token))
         if found is None:
             return None
-        kid, payload = found
+        kid, payload, _ = found
         claims = json.loads(payload)
         if claims.get("iss") != self.settings.jwt_issuer or claims.get("aud") != self.settings.jwt_audience:
             raise TokenInvalid("issuer or audience changed since the token was issued")

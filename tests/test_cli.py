@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -9,9 +10,11 @@ import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
+from starlette.testclient import TestClient
 
 from sidecar.cli import main
 from sidecar.store import Store
@@ -326,3 +329,24 @@ def test_settings_come_from_a_dot_env_file(run: Run, tmp_path: Path) -> None:
     code, _, err = run("check")
     assert code == 2
     assert "SIDECAR_MODE" in err
+
+
+def test_serve_runs_the_app_with_startup_objects_frozen_and_proxy_headers_off(
+    run: Run, bootstrapped: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve` is the one place the collector is told to leave startup objects alone (tests build many apps)."""
+    started: dict[str, Any] = {}
+
+    def fake_run(app: Any, **options: Any) -> None:
+        started.update(options)
+        with TestClient(app) as client:  # runs the lifespan like uvicorn would
+            started["frozen"] = gc.get_freeze_count()
+            started["health"] = client.get("/healthz").status_code
+        started["after"] = gc.get_freeze_count()
+
+    monkeypatch.setattr("uvicorn.run", fake_run)
+    code, _, _ = run("serve")
+    assert code == 0
+    assert started["frozen"] > 0 and started["health"] == 200
+    assert started["after"] == 0  # released again at shutdown
+    assert started["proxy_headers"] is False and started["access_log"] is False

@@ -263,13 +263,36 @@ def test_a_body_over_16_kib_is_400_json(shared: Shared) -> None:
     assert_json_error(shared.env.client.post("/mediamtx/auth", content=large), 400)
 
 
-def test_a_body_over_the_app_wide_cap_is_refused_as_json_never_500(shared: Shared) -> None:
-    # Past the app-wide 64 KiB body cap the middleware answers 413 before the callback sees the body; MediaMTX
-    # treats any non-2xx as deny.
+def test_a_body_over_the_app_wide_cap_is_413_json_whether_declared_or_streamed(shared: Shared) -> None:
+    # Past the app-wide 64 KiB cap the answer is 413, as on every route; MediaMTX treats any non-2xx as deny.
     large = json.dumps({**callback_body(token=shared.cam1), "pad": "p" * (100 * 1024)}).encode()
-    response = shared.env.client.post("/mediamtx/auth", content=large)
-    assert response.status_code in (400, 413)
-    assert isinstance(response.json().get("error"), str)
+    assert_json_error(shared.env.client.post("/mediamtx/auth", content=large), 413)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies while the body arrives
+        for start in range(0, len(large), 8192):
+            yield large[start : start + 8192]
+
+    assert_json_error(shared.env.client.post("/mediamtx/auth", content=chunks()), 413)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_other_methods_on_the_callback_are_405_json(shared: Shared, method: str) -> None:
+    response = shared.env.client.request(method, "/mediamtx/auth")
+    assert_json_error(response, 405)
+    assert response.headers["allow"] == "POST"
+
+
+def test_a_failure_inside_the_decision_is_a_json_500_without_details(
+    shared: Shared, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(request: object) -> object:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(shared.env.services.media_auth, "check", broken)
+    response = shared.env.client.post("/mediamtx/auth", json=callback_body(token=shared.cam1))
+    assert_json_error(response, 500)
+    assert "secret internals" not in response.text and "Traceback" not in response.text
+    assert "secret internals" in caplog.text  # the operator's log has it
 
 
 def test_a_caller_outside_the_allowed_ips_is_403_even_with_a_valid_token(shared: Shared) -> None:

@@ -93,7 +93,7 @@ class Env:
         self.client.portal.call(idle)
 
     def remembered(self, username: str) -> set[str]:
-        self.services.media_auth.flush_sessions()
+        self.services.media_auth.sessions.flush()
         return {row["id"] for row in self.services.store.media_sessions(username)}
 
     def audit(self, action: str) -> list[dict[str, Any]]:
@@ -579,7 +579,7 @@ def test_an_unrelated_rule_change_does_not_kick_a_share_link_session(make_settin
         }
         assert client.post("/mediamtx/auth", json=body).status_code == 200
         services = client.app.state.services  # type: ignore[attr-defined]
-        services.media_auth.flush_sessions()
+        services.media_auth.sessions.flush()
         client.put("/api/v1/rules", json={"pattern": "other/*", "groups": ["vid_private"]}, headers=headers)
         client.portal.call(services.revoker.idle)
         assert session not in fake.kicked

@@ -233,33 +233,51 @@ def test_deleting_sessions(store: Store) -> None:
 # -- another process --------------------------------------------------------------------------------------------
 
 
-def test_data_version_changes_when_a_second_store_commits(store: Store, db_path: Path) -> None:
+def test_generation_changes_when_a_second_store_commits(store: Store, db_path: Path) -> None:
     other = Store(db_path)
     try:
-        before = store.data_version()
-        assert store.data_version() == before
+        before = store.generation()
+        assert store.generation() == before
         with other.transaction() as db:
             other.put_rule(db, "live/*", ["vid_public"])
         time.sleep(VERSION_POLL_SECONDS * 2)
-        after = store.data_version()
+        after = store.generation()
         assert after != before
         assert store.list_rules() == {"live/*": ["vid_public"]}
         with other.transaction() as db:
             other.audit(db, "cli", "rule.set", "x")
         time.sleep(VERSION_POLL_SECONDS * 2)
-        assert store.data_version() != after
+        assert store.generation() != after
     finally:
         other.close()
 
 
-def test_data_version_is_unchanged_by_a_rolled_back_change_elsewhere(store: Store, db_path: Path) -> None:
+def test_generation_is_unchanged_by_a_rolled_back_change_elsewhere(store: Store, db_path: Path) -> None:
     other = Store(db_path)
     try:
-        before = store.data_version()
+        before = store.generation()
         with pytest.raises(RuntimeError), other.transaction() as db:
             other.put_rule(db, "live/*", ["vid_public"])
             raise RuntimeError
-        assert store.data_version() == before
+        assert store.generation() == before
+    finally:
+        other.close()
+
+
+def test_the_session_log_written_elsewhere_leaves_the_generation_alone(store: Store, db_path: Path) -> None:
+    """The server writes remembered MediaMTX sessions through a second connection many times a second; that
+    must not look like a configuration change to its own caches."""
+    other = Store(db_path)
+    try:
+        before = store.generation()
+        other.remember_session("s1", "bob", ["vid_public"], "live/cam1", "read", "rtsp")
+        time.sleep(VERSION_POLL_SECONDS * 2)
+        assert store.generation() == before
+        assert [row["id"] for row in store.media_sessions()] == ["s1"]
+        with other.transaction() as db:
+            other.put_rule(db, "live/*", ["vid_public"])
+        time.sleep(VERSION_POLL_SECONDS * 2)
+        assert store.generation() != before
     finally:
         other.close()
 
@@ -275,7 +293,7 @@ def test_meta_set_get_overwrite(store: Store) -> None:
     assert store.get_meta("k") == "2"
 
 
-def test_data_version_is_read_from_sqlite_at_most_once_per_poll_interval(
+def test_generation_is_read_from_sqlite_at_most_once_per_poll_interval(
     store: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One callback consults several caches; they share one PRAGMA read, and the next interval sees the change."""
@@ -283,12 +301,12 @@ def test_data_version_is_read_from_sqlite_at_most_once_per_poll_interval(
     monkeypatch.setattr("sidecar.store.time.monotonic", lambda: clock[0])
     other = Store(db_path)
     try:
-        before = store.data_version()
+        before = store.generation()
         with other.transaction() as db:
             other.put_rule(db, "live/*", ["vid_public"])
         clock[0] += VERSION_POLL_SECONDS / 2
-        assert store.data_version() == before  # within the interval: the value already read
+        assert store.generation() == before  # within the interval: the value already read
         clock[0] += VERSION_POLL_SECONDS
-        assert store.data_version() != before
+        assert store.generation() != before
     finally:
         other.close()

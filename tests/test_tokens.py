@@ -29,7 +29,7 @@ from sidecar.app import create_app
 from sidecar.cli import main
 from sidecar.runtime import Services
 from sidecar.settings import Settings
-from sidecar.store import Store
+from sidecar.store import VERSION_POLL_SECONDS, Store
 from sidecar.tokens import JWKS_CACHE_SECONDS, TokenInvalid, TokenIssuer
 from tests.fake_mediamtx import FakeMediaMTX, create_fake_mediamtx
 from tests.helpers import (
@@ -266,6 +266,7 @@ def test_a_token_issued_before_a_revocation_is_invalid(env: Env) -> None:
             other.revoke_tokens(db, "bob", time.time() + 1)
     finally:
         other.close()
+    time.sleep(VERSION_POLL_SECONDS * 2)  # another connection's commit shows within the poll interval
     with pytest.raises(TokenInvalid):
         env.services.tokens.verify(token)
     assert env.auth(token=token).status_code == 401

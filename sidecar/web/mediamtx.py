@@ -57,7 +57,7 @@ async def hook(request: Request) -> Response:
         raise BadRequest("hook fields must be strings of at most 1024 characters")
     if not fields["path"]:
         raise BadRequest("path is required", field="path")
-    svc.media_auth.flush_sessions()  # an unread may follow its read callback within the batching delay
+    svc.media_auth.sessions.flush()  # an unread may follow its read callback within the batching delay
     svc.live.apply(event, **{name: str(value) for name, value in fields.items()})
     return Response(status_code=204)
 
