@@ -28,6 +28,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet
+
 from sidecar.bootstrap import bootstrap
 from sidecar.media_auth import playback_permissions
 from sidecar.policy import decide
@@ -476,7 +479,8 @@ def hard_stop(children: Children, seconds: float) -> Iterator[None]:
 class TokenRates:
     count: int
     issued: float
-    verified: float
+    verified: float  # through TokenIssuer.verify: recognised in the issued-token register
+    signature_checked: float  # the full ES256 check that a token the register does not know gets
     json_dumps: float
 
 
@@ -515,7 +519,14 @@ async def token_rates(services: Services, count: int) -> TokenRates:
     for token in tokens:
         services.tokens.verify(token)
     verify_seconds = time.perf_counter() - started
-    return TokenRates(count, count / issue_seconds, count / verify_seconds, count / dumps_seconds)
+    keys = KeySet([ECKey.import_key(json.loads(row["private_jwk"])) for row in services.store.signing_keys()])
+    started = time.perf_counter()
+    for token in tokens:
+        jwt.decode(token, keys, algorithms=["ES256"])
+    signature_seconds = time.perf_counter() - started
+    return TokenRates(
+        count, count / issue_seconds, count / verify_seconds, count / signature_seconds, count / dumps_seconds
+    )
 
 
 # -- the run --------------------------------------------------------------------------------------------------------
@@ -653,7 +664,7 @@ def report(
     budget: Budget,
 ) -> None:
     def row(label: str, sidecar: object, bare: object, ratio: object = "") -> None:
-        print(f"{label:46}{sidecar!s:>10}{bare!s:>10}{ratio!s:>14}")
+        print(f"{label:52}{sidecar!s:>10}{bare!s:>10}{ratio!s:>14}")
 
     def number(value: float, digits: int = 2) -> str:
         return "-" if math.isnan(value) else f"{value:.{digits}f}"
@@ -689,8 +700,12 @@ def report(
     print()
     row(f"in process, {tokens.count} tokens", "per s", "", "vs json.dumps")
     row("  json.dumps of the claims", number(tokens.json_dumps, 0), "")
-    row("  ES256 tokens issued", number(tokens.issued, 0), "", number(tokens.issued / tokens.json_dumps, 4))
-    row("  tokens verified", number(tokens.verified, 0), "", number(tokens.verified / tokens.json_dumps, 4))
+    for label, rate in (
+        ("  ES256 tokens issued", tokens.issued),
+        ("  tokens verified (register: issued here)", tokens.verified),
+        ("  ES256 signature checks (tokens not issued here)", tokens.signature_checked),
+    ):
+        row(label, number(rate, 0), "", number(rate / tokens.json_dumps, 4))
     print()
     print("targets")
     ratio_met = ratio >= TARGET_RATIO

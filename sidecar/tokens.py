@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator
@@ -68,10 +69,12 @@ class TokenIssuer:
         # published and revocation are checked again on every hit.
         self._verified: OrderedDict[str, tuple[str, Claims]] = OrderedDict()
         self._next_purge = 0.0
-        # The issued-token register (digest -> kid, claims JSON, expiry), mirrored from SQLite: tokens issued here
-        # are added as they are signed, those another process signed are read when the database changes.
-        self._issued: dict[str, tuple[str, str, float]] = {}
+        # The issued-token register (digest -> kid, claims), mirrored from SQLite: tokens issued here are added as
+        # they are signed, those another process signed are read when the database changes.
+        self._issued: dict[str, tuple[str, Claims]] = {}
         self._issued_seq = 0
+        self._published: dict[str, ECKey] = {}
+        self._published_for: tuple[list[Any], float] = ([], -math.inf)  # (keys it was built from, valid until)
         self._registry = JWTClaimsRegistry(
             now=lambda: int(self.clock()),
             iss={"essential": True, "value": settings.jwt_issuer},
@@ -97,11 +100,23 @@ class TokenIssuer:
         return self._keys
 
     def _read_issued(self) -> None:
-        for seq, token_digest, kid, claims, expires_at in self.store.issued_tokens_since(
-            self._issued_seq, self.clock()
-        ):
-            self._issued[token_digest] = (kid, claims, expires_at)
+        fresh = self.store.issued_tokens_since(self._issued_seq, self.clock())
+        for seq, token_digest, kid, payload, _ in fresh:
             self._issued_seq = seq
+            claims = json.loads(payload)
+            # Signed for another issuer or audience (the settings changed since): only the signature check decides.
+            if claims.get("iss") == self.settings.jwt_issuer and claims.get("aud") == self.settings.jwt_audience:
+                self._issued[token_digest] = (kid, self._claims(claims))
+
+    def _published_keys(self, now: float) -> dict[str, ECKey]:
+        """kid -> key of every key still published, rebuilt when the keys change or one of them retires."""
+        keys = self._load()
+        built_from, valid_until = self._published_for
+        if keys is not built_from or now >= valid_until:
+            self._published = {kid: key for kid, key, _, retire in keys if retire is None or retire > now}
+            retiring = [retire for _, _, _, retire in keys if retire is not None and retire > now]
+            self._published_for = (keys, min(retiring, default=math.inf))
+        return self._published
 
     def _invalidate(self) -> None:
         self._keys = []
@@ -214,14 +229,14 @@ class TokenIssuer:
         purge_before = None
         if now >= self._next_purge:
             purge_before, self._next_purge = now, now + PURGE_INTERVAL
-            self._issued = {key: entry for key, entry in self._issued.items() if entry[2] > now}
-        token_digest, payload = digest(token), json.dumps(claims)
-        self.store.remember_issued_token(token_digest, kid, payload, expires_at, purge_before)
-        self._issued[token_digest] = (kid, payload, expires_at)
+            self._issued = {key: entry for key, entry in self._issued.items() if entry[1].expires_at > now}
+        token_digest = digest(token)
+        self.store.remember_issued_token(token_digest, kid, json.dumps(claims), expires_at, purge_before)
+        self._issued[token_digest] = (kid, self._claims(claims))
 
     def verify(self, token: str) -> Claims:
         now = self.clock()
-        published = {kid: key for kid, key, _, retire in self._load() if retire is None or retire > now}
+        published = self._published_keys(now)
         cached = self._verified.get(token)
         if cached is not None:
             kid, claims = cached
@@ -243,14 +258,7 @@ class TokenIssuer:
         """A token signed here, found by its digest: the exact text this issuer signed, so its claims are known
         without checking the signature again (about a tenth of the cost). Anything else goes to the signature check.
         """
-        found = self._issued.get(digest(token))
-        if found is None:
-            return None
-        kid, payload, _ = found
-        claims = json.loads(payload)
-        if claims.get("iss") != self.settings.jwt_issuer or claims.get("aud") != self.settings.jwt_audience:
-            raise TokenInvalid("issuer or audience changed since the token was issued")
-        return kid, self._claims(claims)
+        return self._issued.get(digest(token))
 
     def _verify_signature(self, token: str, published: dict[str, ECKey]) -> tuple[str, Claims]:
         if not published:
