@@ -60,7 +60,11 @@ def create_app(
         app.state.services = services
         if services.sessions is not None and services.sessions.first_admin_open(settings.admin_groups):
             log.warning("no admin exists yet: open /auth/login to set the first admin password, or run bootstrap")
-        outbox = asyncio.create_task(services.mailer.run()) if services.mailer.configured else None
+        background = []
+        if services.mailer.configured:
+            background.append(asyncio.create_task(services.mailer.run()))
+        if services.mediamtx is not None:
+            background.append(asyncio.create_task(services.revoker.prune_every(), name="sidecar-session-sweep"))
         if freeze_startup_objects:
             services.warm()
             gc.collect()
@@ -70,10 +74,10 @@ def create_app(
         finally:
             if freeze_startup_objects:
                 gc.unfreeze()
-            if outbox is not None:
-                outbox.cancel()
+            for task in background:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await outbox
+                    await task
             await services.aclose()
 
     own_routes: list[BaseRoute] = [

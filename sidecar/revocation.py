@@ -18,6 +18,9 @@ from sidecar.store import Store
 from sidecar.tokens import TokenIssuer
 
 log = logging.getLogger("sidecar.revocation")
+# MediaMTX lists a session only after its auth callback was answered, so younger rows are never taken for gone.
+PRUNE_GRACE = 60.0
+PRUNE_INTERVAL = 600.0  # seconds between sweeps of remembered sessions MediaMTX no longer has
 
 # The callback's `protocol` names the family; the encrypted variant lives in its own MediaMTX list.
 KINDS_BY_PROTOCOL: dict[str, tuple[SessionKind, ...]] = {
@@ -91,9 +94,34 @@ class Revoker:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    async def prune(self) -> int:
+        """Forget remembered sessions MediaMTX no longer has, so the table, and every re-check, stays the size of
+        what is actually playing (without runOnUnread hooks nothing else removes them). How many were forgotten;
+        none when MediaMTX cannot be asked."""
+        if self.mediamtx is None:
+            return 0
+        try:
+            live = {session.id for session in await self.mediamtx.list_all_sessions()}
+        except MediaMTXError as error:
+            log.info("remembered sessions kept: MediaMTX could not list its sessions (%s)", error)
+            return 0
+        forgotten = self.store.forget_stale_sessions(live, time.time() - PRUNE_GRACE)
+        if forgotten:
+            log.info("forgot %d remembered sessions MediaMTX no longer has", forgotten)
+        return forgotten
+
+    async def prune_every(self, seconds: float = PRUNE_INTERVAL) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.prune()
+            except Exception:  # a sweep that fails is tried again at the next interval
+                log.exception("sweeping remembered sessions failed")
+
     async def recheck(self, username: str | None, reason: str) -> list[Kick]:
         if self.before_recheck is not None:
             self.before_recheck()
+        await self.prune()  # only sessions that may still be playing are re-decided (and their users looked up)
         groups_now: dict[str, tuple[str, ...] | None] = {}
         kicks: list[Kick] = []
         for row in self.store.media_sessions(username):

@@ -524,6 +524,14 @@ class Store:
             return self._read("SELECT * FROM media_sessions ORDER BY allowed_at")
         return self._read("SELECT * FROM media_sessions WHERE username = ? ORDER BY allowed_at", (username,))
 
+    def forget_stale_sessions(self, live: set[str], allowed_before: float) -> int:
+        """Forget remembered sessions allowed before `allowed_before` whose id is not in `live`; how many."""
+        with self.transaction(invalidates=False) as db:
+            old = db.execute("SELECT id FROM media_sessions WHERE allowed_at < ?", (allowed_before,)).fetchall()
+            stale = [(row[0],) for row in old if row[0] not in live]
+            db.executemany("DELETE FROM media_sessions WHERE id = ?", stale)
+        return len(stale)
+
     def forget_session(self, db: sqlite3.Connection, session_id: str) -> bool:
         return db.execute("DELETE FROM media_sessions WHERE id = ?", (session_id,)).rowcount > 0
 

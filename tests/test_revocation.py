@@ -366,12 +366,97 @@ def test_mediamtx_down_is_no_500_and_the_audit_says_not_kicked(env: Env, bob_eve
 
 def test_mediamtx_failing_is_no_500_and_the_audit_says_not_kicked(env: Env, bob_everywhere: list[Playing]) -> None:
     headers = env.sign_in()
-    env.fake.fail_next(500, times=len(bob_everywhere) * 2)
+    env.fake.fail_next(500, times=100)  # every request: the session listing before the re-check, and each kick
     response = env.client.patch("/api/v1/users/bob", json={"is_active": False}, headers=headers)
     assert response.status_code == 200
     env.settle()
     assert env.kicked() == set()
     assert [event.detail["kicked"] for event in env.kick_events()] == [False] * len(bob_everywhere)
+
+
+# --- sessions MediaMTX no longer has are swept ------------------------------------------------------------------------
+
+
+def remember_old(env: Env, username: str, age: float) -> str:
+    """A session the sidecar let in `age` seconds ago (written as the callback would have)."""
+    session_id = str(uuid.uuid4())
+    row = (session_id, username, ["vid_public"], "live/cam1", "read", "rtsp", "user", time.time() - age)
+    env.services.store.remember_sessions([row])
+    return session_id
+
+
+def prune(env: Env) -> int:
+    forgotten: int = env.client.portal.call(env.services.revoker.prune)
+    return forgotten
+
+
+def test_remembered_sessions_mediamtx_no_longer_has_are_forgotten_after_a_grace(env: Env) -> None:
+    gone = remember_old(env, "bob", revocation_module.PRUNE_GRACE + 60)
+    still_playing = remember_old(env, "bob", revocation_module.PRUNE_GRACE + 60)
+    env.fake.add_session("rtspsessions", id=still_playing, path="live/cam1", user="")
+    just_allowed = remember_old(env, "bob", 1)  # MediaMTX may not list it yet
+    assert prune(env) == 1
+    assert env.remembered("bob") == {still_playing, just_allowed}
+    assert gone not in env.remembered()
+    assert env.kick_events() == [] and env.kicked() == set()  # housekeeping, not a revocation
+
+
+def test_nothing_is_forgotten_while_mediamtx_cannot_list_its_sessions(env: Env) -> None:
+    old = remember_old(env, "bob", revocation_module.PRUNE_GRACE + 60)
+    env.transport.down = True
+    assert prune(env) == 0
+    env.fake.fail_next(500, times=20)
+    env.transport.down = False
+    assert prune(env) == 0
+    assert env.remembered("bob") == {old}
+
+
+def test_a_rule_change_re_decides_only_what_may_still_be_playing(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without runOnUnread hooks old rows pile up; a re-check must not look each of their users up or try to kick
+    them, only sweep them."""
+    stale = [remember_old(env, f"ghost{n}", revocation_module.PRUNE_GRACE + 60) for n in range(5)]
+    live = env.play("bob", "live/cam1", "rtsp")
+    env.wait_until_remembered(live)
+    looked_up: list[str] = []
+    directory = env.services.revoker.directory
+    original = directory.get_user
+
+    async def counted(username: str) -> Any:
+        looked_up.append(username)
+        return await original(username)
+
+    monkeypatch.setattr(directory, "get_user", counted)
+    rule = {"pattern": "live/**", "groups": ["vid_private"]}
+    assert env.client.put("/api/v1/rules", json=rule, headers=KEY).status_code == 200
+    env.settle()
+    assert looked_up == ["bob"]
+    assert env.kicked() == keys(live)
+    assert not set(stale) & env.remembered()
+    assert [event.detail["session"] for event in env.kick_events()] == [live.id]
+
+
+def test_the_server_sweeps_remembered_sessions_on_a_timer(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    running = env.client.portal.call(lambda: [task.get_name() for task in asyncio.all_tasks()])
+    assert "sidecar-session-sweep" in running  # started with the app, as MediaMTX's API is configured
+    calls: list[float] = []
+
+    async def sweep(self: object) -> int:
+        calls.append(time.monotonic())
+        return 0
+
+    monkeypatch.setattr(revocation_module.Revoker, "prune", sweep)
+    started: list[asyncio.Task[None]] = []  # a list, not the task: the portal would wait for an awaitable
+
+    async def start() -> list[asyncio.Task[None]]:
+        started.append(asyncio.ensure_future(env.services.revoker.prune_every(0.01)))
+        return started
+
+    env.client.portal.call(start)
+    deadline = time.monotonic() + 5
+    while len(calls) < 3:
+        assert time.monotonic() < deadline, "the sweep did not repeat"
+        time.sleep(0.01)
+    env.client.portal.call(started[0].cancel)
 
 
 # --- tak_* groups are out of reach ------------------------------------------------------------------------------------
