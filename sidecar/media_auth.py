@@ -5,8 +5,7 @@ from __future__ import annotations
 import hmac
 import re
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 from sidecar.errors import BadRequest
@@ -22,9 +21,9 @@ MAX_FIELD = 4096
 SESSION_ACTIONS = VIEW_ACTIONS | {"publish"}
 
 
-@dataclass(frozen=True)
-class AuthRequest:
-    """MediaMTX's callback body (every field is always sent; `id` may be null)."""
+class AuthRequest(NamedTuple):
+    """MediaMTX's callback body (every field is always sent; `id` may be null). A tuple: one is built per
+    connection MediaMTX opens."""
 
     ip: str
     user: str
@@ -38,30 +37,22 @@ class AuthRequest:
 
     @classmethod
     def parse(cls, data: Any) -> AuthRequest:
-        if not isinstance(data, dict):
+        if type(data) is not dict:
             raise BadRequest("body must be a JSON object")
-        values: dict[str, str] = {}
+        get = data.get
+        values: list[str] = []
         for name in FIELDS:
-            value = data.get(name, "")
+            value = get(name)
             if value is None:
                 value = ""
-            if not isinstance(value, str) or len(value) > MAX_FIELD:
+            elif type(value) is not str or len(value) > MAX_FIELD:
                 raise BadRequest(f"{name} must be a string of at most {MAX_FIELD} characters", field=name)
-            values[name] = value
-        session_id = data.get("id")
-        if session_id is not None and (not isinstance(session_id, str) or len(session_id) > 128):
+            values.append(value)
+        session_id = get("id")
+        if session_id is not None and (type(session_id) is not str or len(session_id) > 128):
             raise BadRequest("id must be a string or null", field="id")
-        return cls(
-            ip=values["ip"],
-            user=values["user"],
-            password=values["password"],
-            token=values["token"],
-            action=values["action"],
-            path=values["path"],
-            protocol=values["protocol"],
-            query=values["query"],
-            id=session_id or None,
-        )
+        ip, user, password, token, action, path, protocol, query, _ = values  # the user agent is only checked
+        return cls(ip, user, password, token, action, path, protocol, query, session_id or None)
 
     def query_token(self) -> str:
         params = parse_qs(self.query, keep_blank_values=False)
@@ -71,8 +62,7 @@ class AuthRequest:
         return ""
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     allowed: bool
     reason: str
     username: str = ""
