@@ -9,7 +9,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,78 +23,22 @@ from starlette.testclient import TestClient
 
 from sidecar import publishers as publishers_module
 from sidecar.app import create_app
-from sidecar.runtime import Services
-from sidecar.settings import Settings
-from tests.fake_mediamtx import FakeMediaMTX, create_fake_mediamtx
-from tests.helpers import (
-    ADMIN_PASSWORD,
-    API_KEY,
-    CALLBACK_FIELDS,
-    TRUSTED_PEER,
-    UNTRUSTED_PEER,
-    bootstrapped_settings,
-    callback_body,
-    cheapen_bcrypt,
-    login,
-)
+from tests.helpers import ADMIN_PASSWORD, API_KEY, CALLBACK_FIELDS, TRUSTED_PEER, UNTRUSTED_PEER, callback_body
+from tests.mediamtx_env import RULES, MediaMTXEnv, fake_transport, open_mediamtx_env
 from tests.mediamtx_jwt import rfc7638_thumbprint
 
 pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
 
-KEY = {"x-api-key": API_KEY}
-BOB_PASSWORD = "bob-password-1"
-RULES = ({"pattern": "live/**", "groups": ["vid_public"]}, {"pattern": "live/private/*", "groups": ["vid_private"]})
 PROTOCOLS = ("rtsp", "rtmp", "hls", "webrtc", "srt", "moq")
 
 
-@dataclass
-class Env:
-    client: TestClient
-    fake: FakeMediaMTX
-    settings: Settings
-
-    @property
-    def services(self) -> Services:
-        found: Services = self.client.app.state.services  # type: ignore[attr-defined]
-        return found
-
-    def auth(self, **fields: Any) -> httpx.Response:
-        return self.client.post("/mediamtx/auth", json=callback_body(**fields))
-
-    def sign_in(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> dict[str, str]:
-        self.client.cookies.clear()
-        return login(self.client, username, password)
-
-    def request_token(self, path: str, username: str = "bob", password: str = BOB_PASSWORD) -> httpx.Response:
-        headers = self.sign_in(username, password)
-        return self.client.post("/api/v1/streams/token", json={"path": path}, headers=headers)
-
-    def token(self, path: str, username: str = "bob", password: str = BOB_PASSWORD) -> str:
-        response = self.request_token(path, username, password)
-        assert response.status_code == 200, response.text
-        token: str = response.json()["token"]
-        return token
-
-
-@contextmanager
-def open_env(data_dir: Path) -> Iterator[Env]:
-    """A bootstrapped sidecar whose MediaMTX client talks to the fake; rules seeded, bob in vid_public."""
-    found = bootstrapped_settings(data_dir, mediamtx_api_url="http://mediamtx.test")
-    fake = create_fake_mediamtx()
-    app = create_app(found, transport=httpx.ASGITransport(app=fake.app))
-    with TestClient(app, client=TRUSTED_PEER, base_url="http://testserver", raise_server_exceptions=False) as client:
-        env = Env(client, fake, found)
-        for rule in RULES:
-            assert client.put("/api/v1/rules", json=rule, headers=KEY).status_code == 200
-        with pytest.MonkeyPatch.context() as patch:
-            cheapen_bcrypt(patch)
-            client.portal.call(env.services.users.add_user, "bob", ["vid_public"], BOB_PASSWORD, "test")
-        yield env
+Env = MediaMTXEnv
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
-    with open_env(tmp_path / "data") as found:
+    """A bootstrapped sidecar whose MediaMTX client talks to the fake; rules seeded, bob in vid_public."""
+    with open_mediamtx_env(Env, tmp_path / "data", fake_transport) as found:
         yield found
 
 
@@ -109,7 +52,7 @@ class Shared:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
     """One sidecar for the read-only cases (nothing here changes rules, users or publishers)."""
-    with open_env(tmp_path_factory.mktemp("media-auth") / "data") as env:
+    with open_mediamtx_env(Env, tmp_path_factory.mktemp("media-auth") / "data", fake_transport) as env:
         cam1 = env.token("live/cam1")
         admin_glob = env.token("live/**", "admin", ADMIN_PASSWORD)
         yield Shared(env, cam1, admin_glob)

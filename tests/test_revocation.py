@@ -15,29 +15,16 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.testclient import TestClient
 
 from sidecar import revocation as revocation_module
-from sidecar.app import create_app
-from sidecar.runtime import Services
 from sidecar.settings import Settings
 from sidecar.store import AuditEvent
-from tests.fake_mediamtx import FakeMediaMTX, create_fake_mediamtx
-from tests.helpers import (
-    ADMIN_PASSWORD,
-    API_KEY,
-    TRUSTED_PEER,
-    bootstrapped_settings,
-    callback_body,
-    cheapen_bcrypt,
-    login,
-)
+from tests.fake_mediamtx import FakeMediaMTX
+from tests.helpers import API_KEY
+from tests.mediamtx_env import KEY, MediaMTXEnv, open_mediamtx_env
 
 pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
 
-KEY = {"x-api-key": API_KEY}
-PASSWORDS = {"bob": "bob-password-1", "carol": "carol-password-1", "admin": ADMIN_PASSWORD}
-RULES = ({"pattern": "live/**", "groups": ["vid_public"]}, {"pattern": "live/private/*", "groups": ["vid_private"]})
 # The callback's `protocol` and the MediaMTX list its sessions live in.
 KINDS = {
     "rtsp": "rtspsessions",
@@ -73,35 +60,13 @@ class Playing:
 
 
 @dataclass
-class Env:
-    client: TestClient
-    fake: FakeMediaMTX
-    settings: Settings
+class Env(MediaMTXEnv):
     transport: Switchable
-
-    @property
-    def services(self) -> Services:
-        found: Services = self.client.app.state.services  # type: ignore[attr-defined]
-        return found
-
-    def auth(self, **fields: Any) -> httpx.Response:
-        return self.client.post("/mediamtx/auth", json=callback_body(**fields))
-
-    def sign_in(self, username: str = "admin") -> dict[str, str]:
-        self.client.cookies.clear()
-        return login(self.client, username, PASSWORDS[username])
-
-    def token(self, username: str, path: str) -> str:
-        headers = self.sign_in(username)
-        response = self.client.post("/api/v1/streams/token", json={"path": path}, headers=headers)
-        assert response.status_code == 200, response.text
-        token: str = response.json()["token"]
-        return token
 
     def play(self, username: str, path: str, protocol: str, *, known_to_mediamtx: bool = True) -> Playing:
         """A viewer starts playing: MediaMTX asks the callback (with the session id), then lists the session."""
         session_id = str(uuid.uuid4())
-        token = self.token(username, path)
+        token = self.token(path, username)
         carrier = {"token": token} if protocol in ("rtsp", "rtmp", "srt") else {"query": f"token={token}"}
         response = self.auth(path=path, protocol=protocol, id=session_id, **carrier)
         assert response.status_code == 200, response.text
@@ -109,14 +74,6 @@ class Env:
         if known_to_mediamtx:
             self.fake.add_session(kind, id=session_id, path=path, user="")
         return Playing(kind, session_id, username, path)
-
-    def settle(self) -> None:
-        """Wait (at most 5 s) for the background re-checks that a change started."""
-
-        async def idle() -> None:
-            await asyncio.wait_for(self.services.revoker.idle(), 5)
-
-        self.client.portal.call(idle)
 
     def kicked(self) -> set[tuple[str, str]]:
         return set(self.fake.kicked)
@@ -139,24 +96,14 @@ def keys(*sessions: Playing) -> set[tuple[str, str]]:
     return {(session.kind, session.id) for session in sessions}
 
 
+def switchable(fake: FakeMediaMTX, settings: Settings) -> Switchable:
+    return Switchable(httpx.ASGITransport(app=fake.app))
+
+
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
-    found = bootstrapped_settings(tmp_path / "data", mediamtx_api_url="http://mediamtx.test")
-    fake = create_fake_mediamtx()
-    transport = Switchable(httpx.ASGITransport(app=fake.app))
-    app = create_app(found, transport=transport)
-    with TestClient(app, client=TRUSTED_PEER, base_url="http://testserver", raise_server_exceptions=False) as client:
-        env = Env(client, fake, found, transport)
-        for rule in RULES:
-            assert client.put("/api/v1/rules", json=rule, headers=KEY).status_code == 200
-        users = env.services.users
-        with pytest.MonkeyPatch.context() as patch:
-            cheapen_bcrypt(patch)
-            client.portal.call(users.add_user, "bob", ["vid_public"], PASSWORDS["bob"], "test")
-            client.portal.call(users.add_user, "carol", ["vid_public", "vid_private"], PASSWORDS["carol"], "test")
-        env.settle()
-        yield env
-        env.settle()
+    with open_mediamtx_env(Env, tmp_path / "data", switchable, viewers=("bob", "carol")) as found:
+        yield found
 
 
 @pytest.fixture
@@ -176,7 +123,7 @@ def carol_playing(env: Env) -> dict[str, Playing]:
 def test_removing_the_group_kicks_every_session_of_the_user(
     env: Env, bob_everywhere: list[Playing], carol_playing: dict[str, Playing]
 ) -> None:
-    old_token = env.token("bob", "live/cam1")
+    old_token = env.token("live/cam1", "bob")
     assert env.auth(token=old_token).status_code == 200
     headers = env.sign_in()
     response = env.client.delete("/api/v1/users/bob/groups/vid_public", headers=headers)
@@ -234,7 +181,7 @@ def test_removing_a_group_the_user_is_not_in_changes_nothing(env: Env, bob_every
 def test_deactivating_the_user_kicks_every_session(
     env: Env, bob_everywhere: list[Playing], carol_playing: dict[str, Playing]
 ) -> None:
-    old_token = env.token("bob", "live/cam1")
+    old_token = env.token("live/cam1", "bob")
     headers = env.sign_in()
     response = env.client.patch("/api/v1/users/bob", json={"is_active": False}, headers=headers)
     assert response.status_code == 200
@@ -326,7 +273,7 @@ def test_a_token_issued_well_after_a_revocation_works(
     assert env.client.delete("/api/v1/users/carol/groups/vid_private", headers=headers).status_code == 200
     env.settle()
     now["t"] += 1.5  # carol, still in vid_public, opens live/cam1 one and a half seconds later
-    token = env.token("carol", "live/cam1")
+    token = env.token("live/cam1", "carol")
     assert env.auth(token=token).status_code == 200
 
 
@@ -467,7 +414,7 @@ def test_the_server_sweeps_remembered_sessions_on_a_timer(env: Env, monkeypatch:
 def test_foreign_groups_cannot_be_touched_through_the_membership_api(
     env: Env, bob_everywhere: list[Playing], method: str, group: str
 ) -> None:
-    bob_token = env.token("bob", "live/cam1")
+    bob_token = env.token("live/cam1", "bob")
     headers = env.sign_in()
     for how in (headers, KEY):
         response = env.client.request(method, f"/api/v1/users/bob/groups/{group}", headers=how)

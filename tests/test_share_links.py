@@ -3,13 +3,13 @@ follow the current rules; expiry, revocation (refused at once, live sessions kic
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,42 +20,18 @@ from limits import parse
 from starlette.testclient import TestClient
 
 from sidecar.app import create_app
-from sidecar.runtime import Services
-from sidecar.settings import Settings
-from tests.fake_mediamtx import FakeMediaMTX, create_fake_mediamtx
-from tests.helpers import (
-    ADMIN_PASSWORD,
-    API_KEY,
-    TRUSTED_PEER,
-    bootstrapped_settings,
-    callback_body,
-    cheapen_bcrypt,
-    login,
-)
+from tests.fake_mediamtx import create_fake_mediamtx
+from tests.helpers import TRUSTED_PEER, bootstrapped_settings, login
+from tests.mediamtx_env import KEY, MediaMTXEnv, fake_transport, open_mediamtx_env
 
 pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
 
-KEY = {"x-api-key": API_KEY}
-PASSWORDS = {"admin": ADMIN_PASSWORD, "bob": "bob-password-1", "carol": "carol-password-1"}
-RULES = ({"pattern": "live/**", "groups": ["vid_public"]}, {"pattern": "live/private/*", "groups": ["vid_private"]})
 CADDY_ROUTES = Path(__file__).resolve().parent.parent / "caddy" / "sidecar-routes.caddy"
 HLS_URL = "https://video.example.org:8888"
 
 
 @dataclass
-class Env:
-    client: TestClient
-    fake: FakeMediaMTX
-
-    @property
-    def services(self) -> Services:
-        found: Services = self.client.app.state.services  # type: ignore[attr-defined]
-        return found
-
-    def sign_in(self, username: str = "admin") -> dict[str, str]:
-        self.client.cookies.clear()
-        return login(self.client, username, PASSWORDS[username])
-
+class Env(MediaMTXEnv):
     def create(self, username: str, path: str = "live/cam1", ttl: str = "1h") -> httpx.Response:
         headers = self.sign_in(username)
         return self.client.post("/api/v1/share-links", json={"path": path, "ttl": ttl}, headers=headers)
@@ -83,15 +59,6 @@ class Env:
         self.client.cookies.clear()
         return self.client.post(f"{url}/token", headers=headers)
 
-    def auth(self, **fields: Any) -> httpx.Response:
-        return self.client.post("/mediamtx/auth", json=callback_body(**fields))
-
-    def settle(self) -> None:
-        async def idle() -> None:
-            await asyncio.wait_for(self.services.revoker.idle(), 5)
-
-        self.client.portal.call(idle)
-
     def remembered(self, username: str) -> set[str]:
         self.services.media_auth.sessions.flush()
         return {row["id"] for row in self.services.store.media_sessions(username)}
@@ -109,31 +76,20 @@ class Env:
 
 @pytest.fixture
 def make_env(tmp_path: Path) -> Iterator[Callable[..., Env]]:
-    opened: list[tuple[TestClient, Env]] = []
+    opened: list[Env] = []
 
-    def factory(**overrides: Any) -> Env:
-        values: dict[str, Any] = {"mediamtx_api_url": "http://mediamtx.test", "hls_url": HLS_URL, **overrides}
-        settings: Settings = bootstrapped_settings(tmp_path / f"data{len(opened)}", **values)
-        fake = create_fake_mediamtx()
-        app = create_app(settings, transport=httpx.ASGITransport(app=fake.app))
-        client = TestClient(app, client=TRUSTED_PEER, base_url="http://testserver")
-        client.__enter__()
-        env = Env(client, fake)
-        opened.append((client, env))
-        for rule in RULES:
-            assert client.put("/api/v1/rules", json=rule, headers=KEY).status_code == 200
-        users = env.services.users
-        with pytest.MonkeyPatch.context() as patch:
-            cheapen_bcrypt(patch)
-            client.portal.call(users.add_user, "bob", ["vid_public"], PASSWORDS["bob"], "test")
-            client.portal.call(users.add_user, "carol", ["vid_public", "vid_private"], PASSWORDS["carol"], "test")
-        env.settle()
-        return env
+    with ExitStack() as stack:
 
-    yield factory
-    for client, env in opened:
-        env.settle()
-        client.__exit__(None, None, None)
+        def factory(**overrides: Any) -> Env:
+            data_dir = tmp_path / f"data{len(opened)}"
+            values: dict[str, Any] = {"hls_url": HLS_URL, **overrides}
+            opening = open_mediamtx_env(
+                Env, data_dir, fake_transport, viewers=("bob", "carol"), raise_server_exceptions=True, **values
+            )
+            opened.append(stack.enter_context(opening))
+            return opened[-1]
+
+        yield factory
 
 
 @pytest.fixture

@@ -25,29 +25,17 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 from starlette.testclient import TestClient
 
-from sidecar.app import create_app
 from sidecar.cli import main
-from sidecar.runtime import Services
 from sidecar.settings import Settings
 from sidecar.store import VERSION_POLL_SECONDS, Store
 from sidecar.tokens import JWKS_CACHE_SECONDS, TokenInvalid, TokenIssuer
 from tests.fake_mediamtx import FakeMediaMTX, create_fake_mediamtx
-from tests.helpers import (
-    ADMIN_PASSWORD,
-    API_KEY,
-    TRUSTED_PEER,
-    bootstrapped_settings,
-    callback_body,
-    cheapen_bcrypt,
-    login,
-)
+from tests.helpers import ADMIN_PASSWORD, API_KEY, bootstrapped_settings, login
+from tests.mediamtx_env import BOB_PASSWORD, KEY, MediaMTXEnv, open_mediamtx_env
 from tests.mediamtx_jwt import MediaMTXJWT, RelayJWKSRefresh, rfc7638_thumbprint
 
 pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
 
-KEY = {"x-api-key": API_KEY}
-BOB_PASSWORD = "bob-password-1"
-RULES = ({"pattern": "live/**", "groups": ["vid_public"]}, {"pattern": "live/private/*", "groups": ["vid_private"]})
 CAM1_PERMISSIONS = [{"action": "playback", "path": "live/cam1"}, {"action": "read", "path": "live/cam1"}]
 
 
@@ -73,27 +61,8 @@ def kids(jwks: dict[str, Any]) -> set[str]:
 
 
 @dataclass
-class Env:
-    client: TestClient
-    fake: FakeMediaMTX
-    settings: Settings
+class Env(MediaMTXEnv):
     verifier: MediaMTXJWT
-
-    @property
-    def services(self) -> Services:
-        found: Services = self.client.app.state.services  # type: ignore[attr-defined]
-        return found
-
-    def auth(self, **fields: Any) -> httpx.Response:
-        return self.client.post("/mediamtx/auth", json=callback_body(**fields))
-
-    def token(self, path: str, username: str = "bob", password: str = BOB_PASSWORD) -> str:
-        self.client.cookies.clear()
-        headers = login(self.client, username, password)
-        response = self.client.post("/api/v1/streams/token", json={"path": path}, headers=headers)
-        assert response.status_code == 200, response.text
-        token: str = response.json()["token"]
-        return token
 
     def signing_key(self, kid: str | None = None) -> tuple[str, ECKey]:
         rows = self.services.store.signing_keys()
@@ -107,9 +76,8 @@ class Env:
 
 @contextmanager
 def open_env(data_dir: Path) -> Iterator[Env]:
-    found = bootstrapped_settings(data_dir, mediamtx_api_url="http://mediamtx.test")
-    fake = create_fake_mediamtx()
     jwks_from: list[TestClient] = []
+    verifiers: list[MediaMTXJWT] = []
 
     def fetch_jwks() -> dict[str, Any]:
         response = jwks_from[0].get("/.well-known/jwks.json")
@@ -117,20 +85,17 @@ def open_env(data_dir: Path) -> Iterator[Env]:
         document: dict[str, Any] = response.json()
         return document
 
-    verifier = MediaMTXJWT(fetch_jwks, issuer=found.jwt_issuer, audience=found.jwt_audience)
-    # MediaMTX's `POST /v3/auth/jwks/refresh` clears MediaMTX's JWKS cache: here, the verifier's.
-    transport = httpx.ASGITransport(app=RelayJWKSRefresh(fake.app, verifier))
-    app = create_app(found, transport=transport)
-    with TestClient(app, client=TRUSTED_PEER, base_url="http://testserver", raise_server_exceptions=False) as client:
+    def relay(fake: FakeMediaMTX, settings: Settings) -> httpx.AsyncBaseTransport:
+        verifiers.append(MediaMTXJWT(fetch_jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience))
+        # MediaMTX's `POST /v3/auth/jwks/refresh` clears MediaMTX's JWKS cache: here, the verifier's.
+        return httpx.ASGITransport(app=RelayJWKSRefresh(fake.app, verifiers[0]))
+
+    def build(client: TestClient, fake: FakeMediaMTX, settings: Settings, transport: httpx.AsyncBaseTransport) -> Env:
         jwks_from.append(client)
-        env = Env(client, fake, found, verifier)
-        for rule in RULES:
-            assert client.put("/api/v1/rules", json=rule, headers=KEY).status_code == 200
-        with pytest.MonkeyPatch.context() as patch:
-            cheapen_bcrypt(patch)
-            client.portal.call(env.services.users.add_user, "bob", ["vid_public"], BOB_PASSWORD, "test")
+        return Env(client, fake, settings, transport, verifiers[0])
+
+    with open_mediamtx_env(build, data_dir, relay) as env:
         yield env
-        client.portal.call(env.services.revoker.idle)
 
 
 @pytest.fixture
