@@ -85,6 +85,8 @@ def test_admin_reaches_the_editor_without_its_login_and_manages_bob_from_the_use
     expect(cards).to_have_count(1)
     bob = cards.first
     expect(bob).to_have_attribute("data-username", "bob")
+    expect(bob.locator(".user-recovery-link")).to_be_visible()  # recovery is Authentik's, offered here only
+    expect(bob.locator(".user-reset-email")).to_be_visible()
     # Only vid_* groups are offered; bob's tak_* memberships (none here) and tak groups never show.
     toggles = bob.locator('input.group-toggle[data-username="bob"]')
     expect(toggles).to_have_count(3)

@@ -87,18 +87,24 @@ function userItem(user) {
     text: user.is_active ? "Deactivate" : "Activate",
   });
   activate.addEventListener("click", () => setActive(user, !user.is_active, activate));
-  const email = el("button", { type: "button", class: "secondary user-reset-email", text: "Send password-reset email" });
-  email.addEventListener("click", () => sendResetEmail(user, email));
-  const link = el("button", { type: "button", class: "secondary user-recovery-link", text: "Copy recovery link" });
-  const linkBox = el("div", { class: "recovery-result", hidden: true });
-  link.addEventListener("click", () => copyRecoveryLink(user, link, linkBox));
+  // Password recovery is Authentik's; local mode has none, so it offers no buttons that could only fail.
+  const recovery = [];
+  let linkBox = null;
+  if (mode === "authentik") {
+    const email = el("button", { type: "button", class: "secondary user-reset-email", text: "Send password-reset email" });
+    email.addEventListener("click", () => sendResetEmail(user, email));
+    const link = el("button", { type: "button", class: "secondary user-recovery-link", text: "Copy recovery link" });
+    linkBox = el("div", { class: "recovery-result", hidden: true });
+    link.addEventListener("click", () => copyRecoveryLink(user, link, linkBox));
+    recovery.push(email, link);
+  }
   return el(
     "li",
     { class: "card user-card", "data-username": user.username },
     el("div", { class: "user-head" }, el("h3", { class: "user-name", text: user.username }), state),
     facts ? el("p", { class: "user-facts muted", text: facts }) : null,
     groupToggles(user),
-    el("div", { class: "actions" }, activate, email, link),
+    el("div", { class: "actions" }, activate, ...recovery),
     linkBox,
   );
 }
