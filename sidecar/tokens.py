@@ -64,9 +64,9 @@ class TokenIssuer:
         self._cache_version = -1
         self._keys: list[tuple[str, ECKey, float, float | None]] = []
         self._revoked: dict[str, float] = {}
-        # Verified tokens by their text: MediaMTX asks again for every connection (and HLS request) with the same
-        # token, and an ECDSA check costs far more than the rest of a decision. Expiry, the key still being
-        # published and revocation are checked again on every hit.
+        # Tokens that passed the signature check (those the register below does not know), by their text: MediaMTX
+        # asks again for every connection with the same token, and an ECDSA check costs far more than the rest of a
+        # decision. Expiry, the key still being published and revocation are checked again on every hit.
         self._verified: OrderedDict[str, tuple[str, Claims]] = OrderedDict()
         self._next_purge = 0.0
         # The issued-token register (digest -> kid, claims), mirrored from SQLite: tokens issued here are added as
@@ -237,15 +237,16 @@ class TokenIssuer:
     def verify(self, token: str) -> Claims:
         now = self.clock()
         published = self._published_keys(now)
-        cached = self._verified.get(token)
-        if cached is not None:
-            kid, claims = cached
+        found = self._verified.get(token)
+        if found is not None:
             self._verified.move_to_end(token)
         else:
-            kid, claims = self._recognise(token) or self._verify_signature(token, published)
-            self._verified[token] = (kid, claims)
-            if len(self._verified) > self.CACHE_SIZE:
-                self._verified.popitem(last=False)
+            found = self._recognise(token)
+            if found is None:  # not signed here: the signature decides, once
+                found = self._verified[token] = self._verify_signature(token, published)
+                if len(self._verified) > self.CACHE_SIZE:
+                    self._verified.popitem(last=False)
+        kid, claims = found
         if kid not in published:
             raise TokenInvalid("unknown kid")
         if not claims.not_before <= now < claims.expires_at:
