@@ -34,6 +34,13 @@ ALLOWED_HEADERS = _headers(ALLOWED)
 DENIED_HEADERS = _headers(DENIED)
 
 
+def require_mediamtx_peer(services: Services, scope: Scope) -> None:
+    """Only MediaMTX (`SIDECAR_MEDIAMTX_ALLOWED_IPS`) may call the callback and the hooks: judged by the TCP peer."""
+    client = scope.get("client")
+    if not services.mediamtx_peers.contains(client[0] if client else None):
+        raise Forbidden("only MediaMTX may call this endpoint")
+
+
 class TooLarge(Exception):
     pass
 
@@ -75,9 +82,7 @@ class MediaMTXCallback:
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
                 raise TooLarge()
-        client = scope.get("client")
-        if not services.mediamtx_peers.contains(client[0] if client else None):
-            raise Forbidden("only MediaMTX may call this endpoint")
+        require_mediamtx_peer(services, scope)
         raw = await _read_body(receive)
         if len(raw) > MAX_CALLBACK_BYTES:
             raise BadRequest("callback body too large")

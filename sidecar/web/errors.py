@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
 from sidecar.directory.base import Conflict, DirectoryError, InvalidName, NotFound
 from sidecar.errors import SidecarError
@@ -74,7 +74,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse({"error": "Internal error"}, status_code=500)
+    return Response(json_error_body("Internal error"), status_code=500, media_type="application/json")
 
 
 async def mediamtx_error(request: Request, exc: Exception) -> Response:

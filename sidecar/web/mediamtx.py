@@ -10,18 +10,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sidecar.errors import BadRequest, Forbidden, Unauthorized
+from sidecar.errors import BadRequest, Unauthorized
+from sidecar.web.callback import require_mediamtx_peer
 from sidecar.web.context import services
 
 log = logging.getLogger("sidecar.mediamtx")
 HOOK_EVENTS = frozenset({"ready", "not-ready", "notready", "read", "unread"})
 HOOK_FIELDS = ("path", "query", "source_type", "source_id", "reader_type", "reader_id")
-
-
-def _from_mediamtx(request: Request) -> None:
-    host = request.client.host if request.client else None
-    if not services(request).mediamtx_peers.contains(host):
-        raise Forbidden("only MediaMTX may call this endpoint")
 
 
 async def jwks(request: Request) -> Response:
@@ -35,7 +30,7 @@ async def jwks(request: Request) -> Response:
 
 
 async def hook(request: Request) -> Response:
-    _from_mediamtx(request)
+    require_mediamtx_peer(services(request), request.scope)
     svc = services(request)
     key = request.headers.get("x-api-key", "")
     if not key or not hmac.compare_digest(key.encode(), svc.secrets.api_key.encode()):
