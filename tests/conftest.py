@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from starlette.testclient import TestClient
 
@@ -13,6 +16,19 @@ from sidecar.app import create_app
 from sidecar.bootstrap import bootstrap
 from sidecar.settings import Settings
 from tests.helpers import ADMIN_PASSWORD, API_KEY, TRUSTED_PEER, cheapen_bcrypt
+
+
+def _import_anyio_now() -> None:
+    """anyio is a pytest plugin, so pytest compiles its modules through the assertion rewriter, and anyio imports
+    most of them lazily: the first static file a test server sends imports `anyio._core._fileio` on the server's
+    thread. CPython 3.11 can fail there with "SystemError: AST constructor recursion depth mismatch" (seen once in
+    a full run: a 200 whose body never came). Importing them all here, once, on the main thread avoids it."""
+    for module in pkgutil.walk_packages(anyio.__path__, "anyio."):
+        if "pytest" not in module.name and "trio" not in module.name:
+            importlib.import_module(module.name)
+
+
+_import_anyio_now()
 
 
 @pytest.fixture
