@@ -187,3 +187,17 @@ def test_a_running_verifier_learns_tokens_another_process_issues(issuers: Issuer
     time.sleep(VERSION_POLL_SECONDS * 2)
     assert verifier.verify(later).subject == "later"
     assert issuers.signature_checks == []
+
+
+async def test_a_token_that_outlives_its_key_is_refused_once_the_key_retires(issuers: Issuers) -> None:
+    """A token issued with a longer lifetime than the setting (as the sidecar's own tokens may be) stops working
+    when its key leaves the JWKS, even though nothing changed in the database since the keys were read."""
+    token = issuers.issuer.issue("bob", PERMISSIONS, ["vid_public"], ttl=100_000).token
+    _, sign_from = await issuers.issuer.rotate(None)
+    retire_at = sign_from + issuers.settings.token_ttl_seconds
+    issuers.clock.now = retire_at - 1
+    assert issuers.issuer.verify(token).subject == "bob"
+    issuers.clock.now = retire_at
+    with pytest.raises(TokenInvalid, match="unknown kid"):
+        issuers.issuer.verify(token)
+    assert issuers.signature_checks == []
