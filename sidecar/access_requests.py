@@ -26,7 +26,9 @@ from sidecar.users import Recovery, UserAdmin
 
 RATE_PER_IP = "5/hour"
 STALE_APPROVAL_SECONDS = 300  # an approval still "approving" after this was interrupted
-RATE_PER_EMAIL = "5/hour"
+CONFIRM_MAILS_PER_HOUR = 3  # confirmation mails one address gets, whoever typed it in
+CONFIRM_TTL_SECONDS = 24 * 3600
+GROUPS_CACHE_SECONDS = 60.0
 LINK_TTL_SECONDS = 72 * 3600
 REVIEW_TTL_SECONDS = 7 * 24 * 3600
 ADMIN_SCAN_PAGES = 50  # at most 50 pages of 100 directory users are read to find the admins' addresses
@@ -71,6 +73,7 @@ def _row(row: sqlite3.Row) -> dict[str, Any]:
         "decided_by": row["decided_by"],
         "decided_at": None if row["decided_at"] is None else int(row["decided_at"]),
         "message": row["message"],
+        "email_confirmed": bool(row["email_confirmed"]),
     }
 
 
@@ -89,17 +92,26 @@ class AccessRequests:
         self.settings = settings
         self.clock = clock
         self.per_ip = parse(RATE_PER_IP)
-        self.per_email = parse(RATE_PER_EMAIL)
+        self._groups: tuple[float, list[str]] | None = None
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
 
     async def requestable_groups(self) -> list[str]:
-        """Prefixed groups someone may ask for (never admin groups); empty when the directory cannot say."""
+        """Prefixed groups someone may ask for (never admin groups); empty when the directory cannot say.
+
+        The public form reads this on every view: the answer is reused for `GROUPS_CACHE_SECONDS`, so anonymous
+        page loads cannot turn into a stream of directory calls.
+        """
+        now = time.monotonic()
+        if self._groups is not None and now - self._groups[0] < GROUPS_CACHE_SECONDS:
+            return self._groups[1]
         try:
             groups = await self.users.list_groups()
         except DirectoryError:
             return []
         admin = set(self.settings.admin_groups)
-        return [group.name for group in groups if group.name not in admin]
+        names = [group.name for group in groups if group.name not in admin]
+        self._groups = (now, names)
+        return names
 
     async def check(self, form: dict[str, str]) -> Submission:
         values = {key: form.get(key, "").strip() for key in (*LIMITS, "group")}
@@ -128,11 +140,11 @@ class AccessRequests:
             requested_group=values["group"],
         )
 
-    def throttle(self, ip: str, email: str) -> None:
-        """Count one submission; refuse once the IP or the email address has sent too many."""
-        allowed_ip = self._limiter.hit(self.per_ip, "ip", ip)
-        allowed_email = self._limiter.hit(self.per_email, "email", email.lower())
-        if not (allowed_ip and allowed_email):
+    def throttle(self, ip: str) -> None:
+        """Count one submission; refuse once the IP has sent too many. There is no limit per email address on
+        submissions (five junk requests naming someone's address must not block theirs); the confirmation mails
+        an address can receive are capped instead (`CONFIRM_MAILS_PER_HOUR`)."""
+        if not self._limiter.hit(self.per_ip, "ip", ip):
             raise TooManyRequests("Too many requests; please try again later")
 
     async def admin_emails(self) -> list[str]:
@@ -160,14 +172,25 @@ class AccessRequests:
             log.warning("admins in the directory not notified of a new access request: %s", error)
         return sorted(found)
 
+    def _base(self) -> str:
+        # Links come from SIDECAR_PUBLIC_URL only, never from the Host header of an anonymous request: a forged
+        # Host must not put someone else's address (with a secret in it) into a mailbox.
+        return self.settings.public_url.rstrip("/")
+
     async def submit(self, found: Submission, ip: str) -> int:
-        """Store (or merge into the pending request of the same username or email) and queue the emails."""
-        admins = await self.admin_emails() if self.mailer.configured else []
-        base = self.settings.public_url.rstrip("/")
-        # Links come from SIDECAR_PUBLIC_URL only, never from the Host header of this anonymous request: a forged
-        # Host must not put someone else's address (with a review secret in it) into an admin's mailbox.
+        """Store a new request (a repeat of an open one with the same username and email changes nothing) and,
+        with SMTP configured, mail the requester a confirmation link: admins see the request only once the
+        requester has shown the address is theirs. Without SMTP the request goes to the admins at once, marked
+        unconfirmed, and no mail ever goes to its address."""
+        confirming = self.mailer.configured
+        now = self.clock()
         with self.store.transaction() as db:
-            request_id, merged = self.store.upsert_access_request(
+            existing = self.store.open_access_request(db, found.username, found.email)
+            if existing is not None:
+                detail = {"id": existing, "email": found.email, "ip": ip}
+                self.store.audit(db, PUBLIC_ACTOR, "access.request_repeated", found.username, detail)
+                return existing
+            request_id = self.store.insert_access_request(
                 db,
                 username=found.username,
                 email=found.email,
@@ -175,35 +198,76 @@ class AccessRequests:
                 org=found.org,
                 reason=found.reason,
                 requested_group=found.requested_group,
-                now=self.clock(),
+                status="unconfirmed" if confirming else "pending",
+                now=now,
             )
-            detail = {"id": request_id, "email": found.email, "ip": ip, "merged": merged}
+            detail = {"id": request_id, "email": found.email, "ip": ip, "confirming": confirming}
             self.store.audit(db, PUBLIC_ACTOR, "access.request", found.username, detail)
+            if not confirming:
+                return request_id
+            if self.store.confirm_links_sent(db, found.email, now - 3600) >= CONFIRM_MAILS_PER_HOUR:
+                self.store.audit(db, PUBLIC_ACTOR, "access.confirm_capped", found.username, {"id": request_id})
+                return request_id
+            secret = secrets.token_urlsafe(32)
+            self.store.insert_confirm_link(db, digest(secret), request_id, found.email, now, now + CONFIRM_TTL_SECONDS)
             self.mailer.enqueue(
                 db,
                 found.email,
-                "Your access request was received",
-                f"Hello {found.name},\n\nyour request for stream access as {found.username} was received. "
-                "An administrator will review it; you will get another email with the decision.\n",
+                "Confirm your request for stream access",
+                "Someone asked for stream access with this email address, as the user "
+                f"{found.username}.\n\nIf that was you, confirm the request here (the link works once, for 24 "
+                f"hours); only then is it sent to the administrators:\n{self._base()}/request-access/confirm/{secret}"
+                "\n\nIf it was not you, ignore this email: nothing happens without the confirmation.\n",
             )
-            if not self.mailer.configured:
-                return request_id
-            now = self.clock()
+        return request_id
+
+    def confirm_target(self, secret: str) -> int | None:
+        """The request a confirmation link points at, if the link is valid (unknown, used and expired look alike)."""
+        if not _SECRET.fullmatch(secret):
+            return None
+        return self.store.confirm_link_request(digest(secret), self.clock())
+
+    async def confirm(self, secret: str) -> int | None:
+        """Spend a confirmation link: the request's email is proven and it goes to the admins (emailed, with
+        review links). None when the link is unknown, used or expired."""
+        if not _SECRET.fullmatch(secret):
+            return None
+        admins = await self.admin_emails()
+        now = self.clock()
+        with self.store.transaction() as db:
+            request_id = self.store.use_confirm_link(db, digest(secret), now)
+            if request_id is None:
+                return None
+            row = self.store.access_request_in(db, request_id)
+            self.store.audit(db, PUBLIC_ACTOR, "access.confirm", row["username"], {"id": request_id})
             for admin in admins:
                 # One review link per admin email: 256 random bits, stored as a digest, one use, 7 days.
-                secret = secrets.token_urlsafe(32)
-                self.store.insert_review_link(db, digest(secret), request_id, admin, now, now + REVIEW_TTL_SECONDS)
-                self.mailer.enqueue(
-                    db,
-                    admin,
-                    "New access request",
-                    f"New access request #{request_id}\n\nName: {found.name}\nUsername: {found.username}\n"
-                    f"Email: {found.email}\nOrganisation: {found.org}\nGroup: {found.requested_group or '-'}\n"
-                    f"Reason:\n{found.reason}\n\nReview it (the link works once, for 7 days, and only for a "
-                    f"signed-in admin): {base}/request-access/review/{secret}\n"
-                    f"All requests: {base}/users#requests\n",
-                )
+                review = secrets.token_urlsafe(32)
+                self.store.insert_review_link(db, digest(review), request_id, admin, now, now + REVIEW_TTL_SECONDS)
+                self.mailer.enqueue(db, admin, "New access request", self._admin_mail(row, review))
         return request_id
+
+    def _admin_mail(self, row: sqlite3.Row, review: str) -> str:
+        """The sidecar's own lines first (the only links it sends), then the requester's words, each line quoted,
+        so nothing a stranger typed can pass for one of the sidecar's lines."""
+        typed = {
+            "Name": row["name"],
+            "Username": row["username"],
+            "Email (confirmed by the requester)": row["email"],
+            "Organisation": row["org"],
+            "Group asked for": row["requested_group"] or "-",
+        }
+        quoted = "\n".join(f"  | {label}: {value}" for label, value in typed.items())
+        reason = "\n".join(f"  | {line}" for line in str(row["reason"]).splitlines() or [""])
+        base = self._base()
+        return (
+            f"New access request #{row['id']}.\n\n"
+            "Review it (the link works once, for 7 days, and only for a signed-in admin):\n"
+            f"{base}/request-access/review/{review}\n"
+            f"All requests: {base}/users#requests\n\n"
+            "What the requester typed (not checked; links in it do not come from this site):\n"
+            f"{quoted}\n  | Reason:\n{reason}\n"
+        )
 
     def review_target(self, secret: str) -> int | None:
         """The request a review link points at, if the link is valid (unknown, used and expired look the same)."""
@@ -219,13 +283,22 @@ class AccessRequests:
             request_id = self.store.use_review_link(db, digest(secret), admin, self.clock())
             if request_id is None:
                 return None
-            row = db.execute("SELECT username FROM access_requests WHERE id = ?", (request_id,)).fetchone()
-            target = "" if row is None else str(row[0])
+            target = self.store.access_request_username(db, request_id)
             self.store.audit(db, admin, "access.review", target, {"id": request_id})
         return request_id
 
     def list(self) -> list[dict[str, Any]]:
-        return [_row(row) for row in self.store.access_requests()]
+        """Every request admins may decide or have decided; `same_username` counts the other pending requests
+        naming the same username (someone may be claiming another person's name)."""
+        rows = [_row(row) for row in self.store.access_requests()]
+        pending: dict[str, int] = {}
+        for row in rows:
+            if row["status"] == "pending":
+                pending[row["username"]] = pending.get(row["username"], 0) + 1
+        for row in rows:
+            mine = 1 if row["status"] == "pending" else 0
+            row["same_username"] = pending.get(row["username"], 0) - mine
+        return rows
 
     def _get(self, request_id: int) -> sqlite3.Row:
         row = self.store.access_request(request_id)
@@ -246,6 +319,10 @@ class AccessRequests:
             row = self._get(request_id)
         if row["status"] == "approved":
             return {"id": request_id, "status": "approved", "username": row["username"], "already": True}
+        if row["status"] == "unconfirmed":
+            raise Conflict("this request waits for the requester to confirm their email address")
+        # Only an address the requester proved is given to the account or sent anything.
+        confirmed = bool(row["email_confirmed"])
         checked = [await self.users.managed_group(group, actor) for group in sorted(set(groups))]
         with self.store.transaction() as db:
             if not self.store.move_access_request(db, request_id, "pending", "approving", decided_at=self.clock()):
@@ -255,7 +332,7 @@ class AccessRequests:
             # else's existing account: without the mark, an existing username is a conflict).
             if not row["user_created"]:
                 await self.users.directory.create_user(
-                    row["username"], email=row["email"], name=row["name"], active=True
+                    row["username"], email=row["email"] if confirmed else "", name=row["name"], active=True
                 )
                 with self.store.transaction() as db:
                     self.store.mark_user_created(db, request_id)
@@ -271,7 +348,7 @@ class AccessRequests:
             "username": row["username"],
             "groups": [group.name for group in checked],
         }
-        link, note = await self._password_step(row["username"], actor, base_url)
+        link, note = await self._password_step(row["username"], actor, base_url, by_email=confirmed)
         with self.store.transaction() as db:
             self.store.move_access_request(
                 db, request_id, "approving", "approved", decided_by=actor, decided_at=self.clock()
@@ -284,22 +361,28 @@ class AccessRequests:
                 body += f"\nSet your password here (the link works once, for 72 hours):\n{link}\n"
             elif note:
                 body += f"\n{note}\n"
-            emailed = self.mailer.enqueue(db, row["email"], "Your access request was approved", body)
+            emailed = confirmed and self.mailer.enqueue(db, row["email"], "Your access request was approved", body)
         if link and not emailed:
             answer["set_password_link"] = link
+        if not confirmed:
+            note = "The email address was never confirmed, so nothing was sent to it and the account has none: "
+            note += "give the person the password link yourself."
         if note:
             answer["note"] = note
         answer["emailed"] = emailed
         await self.mailer.flush()
         return answer
 
-    async def _password_step(self, username: str, actor: str, base_url: str) -> tuple[str | None, str | None]:
-        """A set-password link (local mode) or Authentik's recovery link or email; (link, note for the person)."""
+    async def _password_step(
+        self, username: str, actor: str, base_url: str, *, by_email: bool
+    ) -> tuple[str | None, str | None]:
+        """A set-password link (local mode) or Authentik's recovery link or email (only to a confirmed address);
+        (link, note for the person)."""
         directory = self.users.directory
         if isinstance(directory, Recovery):
             stage = self.settings.authentik_recovery_email_stage
             try:
-                if stage:
+                if stage and by_email:
                     await self.users.send_recovery_email(username, stage, actor)
                     return None, "A separate email lets you set your password."
                 return await self.users.recovery_link(username, actor), None
@@ -329,7 +412,8 @@ class AccessRequests:
             body = f"Hello {row['name']},\n\nyour request for stream access as {row['username']} was declined.\n"
             if message:
                 body += f"\nMessage from the administrator:\n{message}\n"
-            emailed = self.mailer.enqueue(db, row["email"], "Your access request was declined", body)
+            confirmed = bool(row["email_confirmed"])
+            emailed = confirmed and self.mailer.enqueue(db, row["email"], "Your access request was declined", body)
         await self.mailer.flush()
         return {"id": request_id, "status": "rejected", "emailed": emailed}
 

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Match, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from sidecar.first_admin import never_had_admin
 from sidecar.runtime import build_services
 from sidecar.settings import Settings
 from sidecar.web import (
@@ -34,7 +35,7 @@ from sidecar.web import (
 )
 from sidecar.web.callback import MediaMTXCallback
 from sidecar.web.errors import EXCEPTION_HANDLERS
-from sidecar.web.middleware import BodyLimit, Timing
+from sidecar.web.middleware import BodyLimit, ControlCharacters, SecurityHeaders, Timing
 
 log = logging.getLogger("sidecar")
 STATIC_DIR = Path(__file__).resolve().parent / "overlay_static"
@@ -58,8 +59,11 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = build_services(settings, transport=transport)
         app.state.services = services
-        if services.sessions is not None and services.sessions.first_admin_open(settings.admin_groups):
-            log.warning("no admin exists yet: open /auth/login to set the first admin password, or run bootstrap")
+        if services.first_admin is not None and never_had_admin(services.store):
+            log.warning(
+                "no admin exists yet: run `sidecar bootstrap` (prints a password) or `sidecar bootstrap "
+                "--setup-secret` (prints a one-time secret for the sign-in page)"
+            )
         background = []
         if services.mailer.configured:
             background.append(asyncio.create_task(services.mailer.run()))
@@ -107,6 +111,8 @@ def create_app(
         routes=[*own_routes, *proxied],  # the proxy last: its catch-all must not shadow the sidecar's own routes
         middleware=[
             Middleware(MediaMTXCallback),  # outermost: MediaMTX calls it for every connection
+            Middleware(SecurityHeaders),
+            Middleware(ControlCharacters),
             Middleware(BodyLimit, limit=MAX_BODY_BYTES, limit_for=body_limit),
             Middleware(Timing),
         ],

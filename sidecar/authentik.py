@@ -14,6 +14,8 @@ import httpx
 from sidecar import jsonfields
 from sidecar.directory.base import DirectoryError, InvalidName, NotFound
 
+# Query parameters: a mapping, or pairs where a name repeats (`groups_by_name=a&groups_by_name=b`).
+Query = Mapping[str, str | int] | Sequence[tuple[str, str | int]]
 MAX_PAGE_SIZE = 100  # Authentik's own ceiling for `page_size`
 MAX_PAGES = 1_000  # a safety stop should a broken server keep announcing more pages
 MESSAGE_LIMIT = 200
@@ -64,6 +66,7 @@ class AuthentikUser:
     email: str = ""
     is_active: bool = True
     groups: tuple[str, ...] = ()
+    is_superuser: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AuthentikUser:
@@ -77,6 +80,8 @@ class AuthentikUser:
             email=_str(data, "email"),
             is_active=data.get("is_active") is not False,
             groups=tuple(name for name in groups if isinstance(name, str)),
+            # Read-only and always sent; anything but a plain false counts as a superuser (never managed here).
+            is_superuser=data.get("is_superuser") is not False,
         )
 
 
@@ -206,6 +211,13 @@ class AuthentikClient:
             return AuthentikUserPage(users=[], total=_count(counted, 0), page=page, page_size=page_size)
         users = [AuthentikUser.from_json(item) for item in _results(data)]
         return AuthentikUserPage(users=users, total=_count(data, len(users)), page=page, page_size=page_size)
+
+    async def count_users(self, *, groups_by_name: Sequence[str], is_active: bool) -> int:
+        """How many users are in any of the named groups (Authentik ORs repeated `groups_by_name`)."""
+        params: list[tuple[str, str | int]] = [("groups_by_name", name) for name in groups_by_name]
+        params += [("is_active", "true" if is_active else "false"), ("page_size", 1), ("include_groups", "false")]
+        data = _object(await self._read("/core/users/", params))
+        return _count(data, len(_results(data)))
 
     async def get_user(self, username: str) -> AuthentikUser | None:
         """The user whose username is exactly `username` (Authentik's `username` filter is an exact match)."""
@@ -339,7 +351,7 @@ class AuthentikClient:
 
     # --- transport ------------------------------------------------------------------------------------------
 
-    async def _read(self, endpoint: str, params: Mapping[str, str | int]) -> Any:
+    async def _read(self, endpoint: str, params: Query) -> Any:
         """GET with retries: reads are idempotent, so a refused connection or a 5xx is worth another try."""
         for delay in (*self._retry_backoff, None):
             try:
@@ -370,12 +382,13 @@ class AuthentikClient:
         method: str,
         endpoint: str,
         *,
-        params: Mapping[str, str | int],
+        params: Query,
         body: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         url = f"{self._base_url}/api/v3{endpoint}"
+        query = httpx.QueryParams(dict(params) if isinstance(params, Mapping) else list(params))
         try:
-            response = await self._http.request(method, url, params=dict(params), json=body, headers=self._headers)
+            response = await self._http.request(method, url, params=query, json=body, headers=self._headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as error:
             raise _Retryable(AuthentikUnavailable(f"Authentik is unreachable at {self._where()}")) from error
         except httpx.TimeoutException as error:

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 
 from sidecar.authentik import AuthentikClient, AuthentikError, StageKind
-from sidecar.bootstrap import STANDARD_GROUPS, admin_group
+from sidecar.bootstrap import STANDARD_GROUPS
+from sidecar.first_admin import admin_group
 from sidecar.settings import Settings
 
 PREFIX = "sidecar-recovery"

@@ -6,9 +6,8 @@ import asyncio
 import secrets
 from collections.abc import Callable
 
-from sidecar.directory import User
+from sidecar.first_admin import admin_group, make_first_admin, never_had_admin, write_setup_secret
 from sidecar.keys import load_secrets
-from sidecar.passwords import check_strength
 from sidecar.runtime import build_services
 from sidecar.settings import Settings
 from sidecar.users import UserAdmin
@@ -16,19 +15,16 @@ from sidecar.users import UserAdmin
 STANDARD_GROUPS = ("public", "private", "admin")
 
 
-def admin_group(settings: Settings) -> str:
-    """The group the first admin joins: the first admin group with the prefix, else `<prefix>admin`."""
-    return next(
-        (g for g in settings.admin_groups if g.startswith(settings.group_prefix)), settings.group_prefix + "admin"
-    )
+def bootstrap(settings: Settings, *, out: Callable[[str], None] = print, setup_secret: bool = False) -> bool:
+    """Bring the data dir to a usable state; True when anything changed, False when all was already there.
+
+    With `setup_secret`, the first admin is not created here: a one-time secret is written instead, with which the
+    first admin is claimed on the sign-in page.
+    """
+    return asyncio.run(_bootstrap(settings, out, setup_secret))
 
 
-def bootstrap(settings: Settings, *, out: Callable[[str], None] = print) -> bool:
-    """Bring the data dir to a usable state; True when anything changed, False when all was already there."""
-    return asyncio.run(_bootstrap(settings, out))
-
-
-async def _bootstrap(settings: Settings, out: Callable[[str], None]) -> bool:
+async def _bootstrap(settings: Settings, out: Callable[[str], None], setup_secret: bool) -> bool:
     existed = settings.data_dir.exists()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)
@@ -48,31 +44,24 @@ async def _bootstrap(settings: Settings, out: Callable[[str], None]) -> bool:
             if await services.users.create_group(group, actor="bootstrap"):
                 out(f"created group {group}")
                 changed = True
-        assert services.sessions is not None
-        if services.sessions.first_admin_open(settings.admin_groups):
+        if never_had_admin(services.store):
             changed = True
-            await _first_admin(settings, services.users, out)
+            if setup_secret:
+                secret = write_setup_secret(settings)
+                out(f"setup secret: {secret}")
+                out("(one use: open /auth/login on the site and enter it to create the first admin)")
+            else:
+                await _first_admin(settings, services.users, out)
+        elif services.store.admin_count(settings.admin_groups) == 0:
+            out(
+                "no active admin: make one with "
+                "`sidecar users set-password USERNAME --password-stdin --admin` (nothing else was changed)"
+            )
         if not changed:
             out("nothing to do: already bootstrapped")
         return changed
     finally:
         await services.aclose()
-
-
-async def make_first_admin(users: UserAdmin, settings: Settings, username: str, password: str, actor: str) -> User:
-    """Create (or revive) the first admin. The password is checked before anything changes."""
-    check_strength(password)
-    group = admin_group(settings)
-    await users.create_group(group, actor=actor)
-    if await users.directory.get_user(username) is None:
-        await users.add_user(username, [group], password, actor=actor)
-    else:
-        await users.directory.set_password(username, password)
-        await users.set_membership(username, group, True, actor=actor)
-        await users.directory.set_active(username, True)
-    user = await users.directory.get_user(username)
-    assert user is not None
-    return user
 
 
 async def _first_admin(settings: Settings, users: UserAdmin, out: Callable[[str], None]) -> None:

@@ -52,9 +52,12 @@ def cmd_bootstrap(settings: Settings, args: argparse.Namespace) -> int:
     if args.recovery or args.force_brand:
         print("error: --recovery and --force-brand go with --authentik", file=sys.stderr)
         return 2
+    if args.setup_secret and settings.mode != "local":
+        print("error: --setup-secret is for local mode; in authentik mode admins come from Authentik", file=sys.stderr)
+        return 2
     from sidecar.bootstrap import bootstrap
 
-    bootstrap(settings, out=print)
+    bootstrap(settings, out=print, setup_secret=args.setup_secret)
     return 0
 
 
@@ -119,12 +122,38 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     if settings.mode != "local":
         print(
-            "error: `sidecar users add` works in local mode; in authentik mode add people in Authentik", file=sys.stderr
+            f"error: `sidecar users {args.users_command}` works in local mode; in authentik mode manage people in "
+            "Authentik",
+            file=sys.stderr,
         )
         return 2
+    if args.users_command == "set-password":
+        return _set_password(settings, args)
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
     user = run_with_services(settings, lambda s: s.users.add_user(args.username, args.group, password, CLI_ACTOR))
     print(f"added {user.username} to {', '.join(user.groups) or 'no group'}")
+    return 0
+
+
+def _set_password(settings: Settings, args: argparse.Namespace) -> int:
+    """The shell's way back in: a new password, and with --admin an active admin again (never over HTTP)."""
+    if not args.password_stdin:
+        print("error: give the password on stdin with --password-stdin", file=sys.stderr)
+        return 2
+    password = sys.stdin.readline().rstrip("\n")
+
+    async def work(services: Services) -> None:
+        from sidecar.first_admin import admin_group
+
+        await services.users.set_password(args.username, password, CLI_ACTOR)
+        if args.admin:
+            group = admin_group(settings)
+            await services.users.create_group(group, CLI_ACTOR)
+            await services.users.set_membership(args.username, group, True, CLI_ACTOR)
+            await services.users.set_active(args.username, True, CLI_ACTOR)
+
+    run_with_services(settings, work)
+    print(f"set the password of {args.username}" + (" and made them an active admin" if args.admin else ""))
     return 0
 
 
@@ -165,6 +194,12 @@ def parser() -> argparse.ArgumentParser:
     boot.add_argument(
         "--force-brand", action="store_true", help="with --recovery: replace the brand's existing recovery flow"
     )
+    boot.add_argument(
+        "--setup-secret",
+        action="store_true",
+        help="local mode: instead of creating the first admin, print a one-time secret to create it on the sign-in "
+        "page (only for a data dir that has never had an account)",
+    )
     boot.set_defaults(func=cmd_bootstrap)
     sub.add_parser("check", help="check settings, secrets, storage and the Caddy version").set_defaults(func=cmd_check)
 
@@ -191,7 +226,11 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("username")
     add.add_argument("--group", action="append", default=[], help="a prefixed group; repeat for more")
     add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
-    for name in ("list", "add"):
+    reset = users.add_parser("set-password", help="set a password from the shell (local mode)")
+    reset.add_argument("username")
+    reset.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    reset.add_argument("--admin", action="store_true", help="also make the person an active admin (recovery)")
+    for name in ("list", "add", "set-password"):
         users.choices[name].set_defaults(func=cmd_users)
 
     sub.add_parser("rotate-keys", help="add a new token signing key and retire the old ones safely").set_defaults(

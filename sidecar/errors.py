@@ -34,6 +34,10 @@ class NotFoundError(SidecarError):
     status = 404
 
 
+class ConflictError(SidecarError):
+    status = 409
+
+
 class TooManyRequests(SidecarError):
     status = 429
 

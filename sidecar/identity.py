@@ -37,6 +37,9 @@ class Principal:
     name: str = ""
     uid: str = ""
     source: str = "anonymous"
+    # May act on any account the directory holds (Authentik superusers and `authentik Admins`; every local admin):
+    # only such a caller may touch the account of someone who is also in groups outside the prefix (TAK users).
+    directory_admin: bool = False
 
     @property
     def authenticated(self) -> bool:
@@ -69,8 +72,25 @@ class RolePolicy:
         """The groups this sidecar shows and manages; everything else (tak_*, ...) stays invisible."""
         return sorted(group for group in groups if group.startswith(self.prefix))
 
+    def granting(self, groups: Iterable[str]) -> list[str]:
+        """The groups that can grant anything here (prefixed ones and the admin groups): all a playback token or a
+        share link ever carries, so `tak_*` and other names never reach browsers, MediaMTX or URLs."""
+        return sorted(group for group in groups if group.startswith(self.prefix) or group in self.admin_groups)
+
+    def directory_admin_groups(self) -> frozenset[str]:
+        """Admin groups outside the prefix (`authentik Admins`): their members administer the directory itself."""
+        return frozenset(group for group in self.admin_groups if not group.startswith(self.prefix))
+
     def principal(
-        self, username: str, groups: Iterable[str], *, source: str, email: str = "", name: str = "", uid: str = ""
+        self,
+        username: str,
+        groups: Iterable[str],
+        *,
+        source: str,
+        email: str = "",
+        name: str = "",
+        uid: str = "",
+        directory_admin: bool = False,
     ) -> Principal:
         group_set = frozenset(groups)
         return Principal(
@@ -81,7 +101,23 @@ class RolePolicy:
             name=name,
             uid=uid,
             source=source,
+            directory_admin=directory_admin,
         )
+
+
+def group_name_problem(name: str, prefix: str) -> str | None:
+    """Why `name` cannot be a managed group, or None. The outpost joins a person's groups with `|` into one header,
+    so a name holding `|` (or anything a header cannot carry) would read as several groups there."""
+    if not name.startswith(prefix):
+        return f"group name must start with {prefix}"
+    if len(name) > 80:
+        return "group name must be at most 80 characters"
+    if GROUP_SEPARATOR in name or "/" in name or not name.isprintable():
+        # `/` would also break the API's /users/{username}/groups/{group} paths.
+        return "group name must not contain |, / or control characters"
+    if name != name.strip():
+        return "group name must not start or end with a space"
+    return None
 
 
 def split_groups(value: str) -> frozenset[str]:

@@ -47,9 +47,15 @@ class AuthRequest(NamedTuple):
                 value = ""
             elif type(value) is not str or len(value) > MAX_FIELD:
                 raise BadRequest(f"{name} must be a string of at most {MAX_FIELD} characters", field=name)
+            elif not value.isascii() and not encodable(value):
+                # JSON can carry a lone surrogate (`\ud800`), which no text MediaMTX sends contains and which
+                # would fail later where the value is encoded (digests, constant-time comparisons).
+                raise BadRequest(f"{name} must be valid text", field=name)
             values.append(value)
         session_id = get("id")
-        if session_id is not None and (type(session_id) is not str or len(session_id) > 128):
+        if session_id is not None and (
+            type(session_id) is not str or len(session_id) > 128 or not (session_id.isascii() or encodable(session_id))
+        ):
             raise BadRequest("id must be a string or null", field="id")
         ip, user, password, token, action, path, protocol, query, _ = values  # the user agent is only checked
         return cls(ip, user, password, token, action, path, protocol, query, session_id or None)
@@ -70,6 +76,15 @@ class Verdict(NamedTuple):
     kind: str = "user"  # user, publisher or service: how revocation re-decides the session later
 
 
+def encodable(value: str) -> bool:
+    """False for strings JSON let through that cannot be text anywhere else (a lone surrogate, `\\ud800`)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def looks_like_jwt(value: str) -> bool:
     return value.count(".") == 2 and len(value) > 20
 
@@ -77,13 +92,19 @@ def looks_like_jwt(value: str) -> bool:
 def permission_covers(permissions: tuple[dict[str, str], ...], action: str, path: str) -> bool:
     """MediaMTX's own rule: `""` is any path, `~re` is an (unanchored) RE2 match, anything else is equality."""
     for permission in permissions:
-        if permission.get("action") != action:
+        if not isinstance(permission, dict) or permission.get("action") != action:
             continue
         wanted = permission.get("path", "")
+        if not isinstance(wanted, str):
+            continue  # malformed: grants nothing
         if wanted == "" or wanted == path:
             return True
-        if wanted.startswith("~") and re.search(wanted[1:], path):
-            return True
+        if wanted.startswith("~"):
+            try:
+                if re.search(wanted[1:], path):
+                    return True
+            except re.error:
+                continue
     return False
 
 

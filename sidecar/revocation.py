@@ -6,8 +6,9 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from sidecar.directory import Directory, DirectoryError
 from sidecar.identity import RolePolicy
@@ -61,13 +62,13 @@ class Revoker:
         self.publishers = publishers
         self.before_recheck: Callable[[], None] | None = None  # writes sessions still held in memory
         # Token subjects that are not directory users (share links: `share:<id>`) and how to re-decide them.
-        self.subject_checks: dict[str, Callable[[str, str, str], bool]] = {}
+        self.subject_checks: dict[str, Callable[[str, str, str], Awaitable[bool]]] = {}
         self.store = store
         self.rules = rules
         self.directory = directory
         self.roles = roles
         self.mediamtx = mediamtx
-        self._tasks: set[asyncio.Task[list[Kick]]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     def user_lost_access(self, username: str, reason: str) -> None:
         """Tokens issued so far stop working, and the user's live sessions are re-checked in the background."""
@@ -81,13 +82,26 @@ class Revoker:
         self._spawn(name, reason)
 
     def _spawn(self, username: str | None, reason: str) -> None:
+        self.background(self.recheck(username, reason))
+
+    def background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run a follow-up of a change (re-checks, kicks) after the change's answer; `idle()` waits for it."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # called outside any event loop: nothing can be playing through this process
+            work.close()
             return
-        task = loop.create_task(self.recheck(username, reason))
+        task = loop.create_task(self._logged(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _logged(work: Coroutine[Any, Any, Any]) -> Any:
+        try:
+            return await work
+        except Exception:
+            log.exception("a background re-check failed")
+            return None
 
     async def idle(self) -> None:
         """Wait for background re-checks (tests, shutdown)."""
@@ -133,7 +147,7 @@ class Revoker:
                 if self.publishers.covers(name, row["path"]):
                     continue
             elif check is not None:
-                if check(name, row["path"], row["action"]):
+                if await check(name, row["path"], row["action"]):
                     continue
             else:
                 if name not in groups_now:

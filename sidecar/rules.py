@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 
 from sidecar.directory import Directory
 from sidecar.errors import BadRequest, NotFoundError
-from sidecar.identity import GROUP_SEPARATOR, Principal, RolePolicy
+from sidecar.identity import Principal, RolePolicy, group_name_problem
 from sidecar.policy import Decision, InvalidPattern, Matcher, decide, validate_pattern
 from sidecar.store import Store
 
@@ -51,10 +51,9 @@ class RuleBook:
         if not isinstance(groups, list) or not all(isinstance(group, str) for group in groups):
             raise BadRequest("groups must be a list of group names ([] for admins only)", field="groups")
         for group in groups:
-            if not group.startswith(self.roles.prefix) or GROUP_SEPARATOR in group:
-                raise BadRequest(
-                    f"group {group!r} must start with {self.roles.prefix} and not contain |", field="groups"
-                )
+            problem = group_name_problem(group, self.roles.prefix)
+            if problem is not None:
+                raise BadRequest(f"{problem} ({group!r})", field="groups")
             if await self.directory.get_group(group) is None:
                 raise BadRequest(f"unknown group {group!r}", field="groups")
         return sorted(set(groups))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import TypeVar
@@ -15,6 +15,8 @@ from sidecar.authentik import AuthentikClient
 from sidecar.directory import Directory, DirectoryError, Group, User, UserPage
 from sidecar.directory.authentik import AuthentikDirectory
 from sidecar.directory.local import LocalDirectory
+from sidecar.first_admin import FirstAdmin
+from sidecar.group_lookup import GroupLookup
 from sidecar.identity import RolePolicy, TrustedProxies
 from sidecar.keys import Secrets, load_secrets
 from sidecar.live import LiveStreams
@@ -81,6 +83,10 @@ class AuthentikNotConnected(Directory):
     async def set_password(self, username: str, password: str) -> None:
         await self._fail()
 
+    async def count_active_members(self, groups: Sequence[str]) -> int:
+        await self._fail()
+        return 0
+
     async def ping(self) -> None:
         await self._fail()
 
@@ -109,6 +115,8 @@ class Services:
     share_links: ShareLinks
     mailer: Mailer
     access_requests: AccessRequests
+    group_lookup: GroupLookup
+    first_admin: FirstAdmin | None
 
     def warm(self) -> None:
         """Load what MediaMTX's first callback would otherwise wait for: keys, revocations, the issued-token
@@ -152,6 +160,9 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
     if settings.mediamtx_api_url:
         mediamtx = MediaMTXClient(http, settings.mediamtx_api_url, auth=ServiceTokenAuth(tokens))
     users = UserAdmin(store, directory, roles)
+    # Local mode reads its own database every time; Authentik's answers are reused for a short while.
+    lookup = GroupLookup(directory, roles, settings.group_cache_seconds if settings.mode == "authentik" else 0.0)
+    users.on_changed = lookup.forget
     revoker = Revoker(store, rules, directory, roles, mediamtx, tokens, publishers)
     publishers.on_revoke = revoker.publisher_revoked
     media_auth = MediaAuth(
@@ -164,10 +175,15 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
         TrustedProxies.parse(settings.mediamtx_local_api_ips),
     )
     revoker.before_recheck = media_auth.sessions.flush
-    share_links = ShareLinks(store, rules, roles, tokens, revoker, settings)
+    share_links = ShareLinks(store, rules, roles, tokens, revoker, settings, lookup)
     revoker.subject_checks[SUBJECT_PREFIX] = share_links.still_plays
     rules.on_change = revoker.rules_changed
-    users.on_lost_access = revoker.user_lost_access
+
+    def lost_access(username: str, reason: str) -> None:
+        revoker.user_lost_access(username, reason)
+        share_links.creator_lost_access(username, reason)  # links play with their creator's access, or not at all
+
+    users.on_lost_access = lost_access
     mailer = Mailer(store, settings)
     return Services(
         settings=settings,
@@ -192,6 +208,8 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
         share_links=share_links,
         mailer=mailer,
         access_requests=AccessRequests(store, users, mailer, settings),
+        group_lookup=lookup,
+        first_admin=None if sessions is None else FirstAdmin(store, users, settings, sessions.failures),
     )
 
 

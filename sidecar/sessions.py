@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import secrets
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 
 from sidecar.directory.base import User
 from sidecar.directory.local import LocalDirectory
-from sidecar.errors import BadRequest, TooManyRequests
+from sidecar.errors import BadRequest
 from sidecar.keys import digest as token_hash
+from sidecar.passwords import check_strength
 from sidecar.settings import Settings
 from sidecar.store import Store
+from sidecar.throttle import Attempt, FailureLimits
+
+THROTTLED = "Too many failed attempts; wait a minute and try again"
 
 
 @dataclass(frozen=True)
@@ -30,21 +33,18 @@ class LocalSessions:
         self.store = store
         self.directory = directory
         self.ttl = settings.session_ttl_seconds
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
-        self._per_ip = parse(settings.login_rate_ip)
-        self._per_user = parse(settings.login_rate_user)
+        # A person's budget is per client address: guesses from elsewhere never lock them out of their own.
+        self.failures = FailureLimits({"ip": parse(settings.login_rate_ip), "user": parse(settings.login_rate_user)})
 
-    def _throttled(self, ip: str, username: str) -> bool:
-        return not (self._limiter.test(self._per_ip, "ip", ip) and self._limiter.test(self._per_user, "user", username))
+    def _attempt(self, username: str, ip: str) -> AbstractContextManager[Attempt]:
+        return self.failures.attempt(THROTTLED, ip=ip, user=f"{username}\x00{ip}")
 
     async def login(self, username: str, password: str, ip: str) -> Login:
-        if self._throttled(ip, username):
-            raise TooManyRequests("Too many failed logins; wait a minute and try again")
-        user = await self.directory.authenticate(username, password)
-        if user is None:
-            self._limiter.hit(self._per_ip, "ip", ip)
-            self._limiter.hit(self._per_user, "user", username)
-            raise BadRequest("Invalid password", field="password")
+        with self._attempt(username, ip) as attempt:
+            user = await self.directory.authenticate(username, password)
+            if user is None:
+                attempt.fail()
+                raise BadRequest("Invalid password", field="password")
         return self.issue(user)
 
     def issue(self, user: User) -> Login:
@@ -69,13 +69,12 @@ class LocalSessions:
         user = await self.directory.get_user(username)
         return user if user is not None and user.is_active else None
 
-    def first_admin_open(self, admin_groups: list[str]) -> bool:
-        """The first-time password step is open only while no active admin exists."""
-        return self.store.admin_count(admin_groups) == 0
-
-    async def change_password(self, username: str, current: str, new: str, keep_token: str | None) -> None:
-        if await self.directory.authenticate(username, current) is None:
-            raise BadRequest("Invalid password", field="current_password")
+    async def change_password(self, username: str, current: str, new: str, keep_token: str | None, ip: str) -> None:
+        check_strength(new)
+        with self._attempt(username, ip) as attempt:
+            if await self.directory.authenticate(username, current) is None:
+                attempt.fail()
+                raise BadRequest("Invalid password", field="current_password")
         await self.directory.set_password(username, new)
         with self.store.transaction() as db:
             self.store.delete_user_sessions(db, username, keep=None if keep_token is None else token_hash(keep_token))

@@ -64,9 +64,22 @@ class Settings(BaseSettings):
         default_factory=lambda: ["vid_admin", "authentik Admins"],
         description="Groups whose members are admins (exact, case-sensitive names).",
     )
+    group_cache_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Authentik mode: how long a person's groups read from Authentik's API are reused; changes made "
+        "in Authentik itself apply within this time (the sidecar's own changes apply at once).",
+    )
     session_ttl_seconds: int = Field(86400, ge=60, description="Lifetime of a local-mode login token.")
-    login_rate_ip: str = Field("20/minute", description="Failed local logins allowed per client IP.")
-    login_rate_user: str = Field("5/minute", description="Failed local logins allowed per username.")
+    login_rate_ip: str = Field(
+        "20/minute", description="Failed sign-ins and password changes allowed per client IP (local mode)."
+    )
+    login_rate_user: str = Field(
+        "5/minute",
+        description="Failed sign-ins and password changes allowed per username from one client IP (local mode); "
+        "failures from other addresses never lock the person out.",
+    )
     initial_admin: str = Field("admin", description="Username of the first admin created by `sidecar bootstrap`.")
     bootstrap_password: SecretStr | None = Field(
         None, description="Password `sidecar bootstrap` gives the first admin; a random one is printed once when unset."

@@ -16,6 +16,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from sidecar.errors import BadRequest, Forbidden, NotFoundError, TooManyRequests
+from sidecar.group_lookup import GroupLookup
 from sidecar.identity import Principal, Role, RolePolicy
 from sidecar.keys import digest
 from sidecar.media_auth import playback_permissions
@@ -85,8 +86,10 @@ class ShareLinks:
         tokens: TokenIssuer,
         revoker: Revoker,
         settings: Settings,
+        lookup: GroupLookup,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.lookup = lookup
         self.store = store
         self.rules = rules
         self.roles = roles
@@ -118,7 +121,7 @@ class ShareLinks:
             # Say nothing about why: the reason would tell a viewer which rule or groups guard the path.
             raise Forbidden("you may not share this stream")
         # Only the groups that can grant anything travel with the link (never tak_* and the like).
-        groups = sorted(g for g in who.groups if g.startswith(self.roles.prefix) or g in self.roles.admin_groups)
+        groups = self.roles.granting(who.groups)
         now = self.clock()
         lifetime = TTLS[ttl]
         expires_at = None if lifetime is None else now + lifetime
@@ -151,17 +154,18 @@ class ShareLinks:
         # that failed while MediaMTX was down can be retried.
         self.revoker.user_lost_access(SUBJECT_PREFIX + link_id, "share link revoked")
 
-    def find(self, secret: str) -> ShareLink | None:
-        """The link behind a secret while it can play: not revoked, not expired, and still allowed by the rules."""
+    async def find(self, secret: str) -> ShareLink | None:
+        """The link behind a secret while it can play: not revoked, not expired, its creator still active and still
+        allowed the stream by the rules."""
         if not _SECRET.fullmatch(secret):
             return None
         row = self.store.share_link_by_secret(digest(secret))
         if row is None:
             return None
         link = _link(row)
-        return link if self._playable(link, "read") else None
+        return link if await self._principal(link, "read") is not None else None
 
-    def still_plays(self, subject: str, path: str, action: str) -> bool:
+    async def still_plays(self, subject: str, path: str, action: str) -> bool:
         """Whether a session let in with a link's token may go on (for re-checking live sessions: the directory
         knows no user by a link's subject, so asking it would end every shared session on any change)."""
         if not subject.startswith(SUBJECT_PREFIX):
@@ -170,11 +174,35 @@ class ShareLinks:
         if row is None:
             return False
         link = _link(row)
-        return normalise_path(path) == link.path and self._playable(link, action)
+        return normalise_path(path) == link.path and await self._principal(link, action) is not None
 
-    def token(self, secret: str, ip: str) -> tuple[ShareLink, Issued]:
+    def creator_lost_access(self, username: str, reason: str) -> None:
+        """The creator was removed from a group or deactivated: their links are decided again in the background."""
+        self.revoker.background(self._creator_changed(username, reason))
+
+    async def _creator_changed(self, username: str, reason: str) -> None:
+        """A creator who is gone or inactive takes their links along (revoked for good); otherwise each link that
+        no longer plays has its tokens revoked and what it is playing kicked (it plays again if access returns)."""
+        links = [link for link in map(_link, self.store.share_links(username)) if not link.revoked]
+        if not links:
+            return
+        self.lookup.forget(username)
+        standing = await self.lookup.standing(username)
+        gone = standing is None or not standing.active
+        for link in links:
+            if gone:
+                with self.store.transaction() as db:
+                    if self.store.revoke_share_link(db, link.id, self.clock()):
+                        detail = {"path": link.path, "reason": f"creator {username} {reason}"}
+                        self.store.audit(db, "sidecar", "share.revoke", link.id, detail)
+            elif await self._principal(link, "read") is not None:
+                continue
+            self._use_audited.pop(link.id, None)
+            self.revoker.user_lost_access(link.subject, f"share link creator {username} {reason}")
+
+    async def token(self, secret: str, ip: str) -> tuple[ShareLink, Issued]:
         """A playback token for the link's one stream, never outliving the link."""
-        link = self.find(secret)
+        link = await self.find(secret)
         if link is None:
             raise NotFoundError(GONE)
         if not self._limiter.hit(self.token_rate, "share", link.id):
@@ -185,9 +213,11 @@ class ShareLinks:
             ttl = min(ttl, int(link.expires_at - now))
         if ttl < 1:
             raise NotFoundError(GONE)
-        principal = self._principal(link)
+        principal = await self._principal(link, "read")
+        if principal is None:
+            raise NotFoundError(GONE)
         permissions = playback_permissions(principal, link.path)
-        issued = self.tokens.issue(link.subject, permissions, list(link.groups), ttl=ttl)
+        issued = self.tokens.issue(link.subject, permissions, sorted(principal.groups), ttl=ttl)
         with self.store.transaction() as db:
             uses = self.store.use_share_link(db, link.id, now)
             # A player asks again for every reload and before each token expires; one audit event per link and
@@ -198,11 +228,15 @@ class ShareLinks:
                 self.store.audit(db, link.subject, "share.use", link.id, {"path": link.path, "ip": ip, "uses": uses})
         return link, issued
 
-    def _playable(self, link: ShareLink, action: str) -> bool:
+    async def _principal(self, link: ShareLink, action: str) -> Principal | None:
+        """Who the link plays as, if it may `action` its stream now: the groups it was made with that its creator
+        still holds (never more than either), while the creator is active; None when it may not play."""
         if link.revoked or (link.expires_at is not None and link.expires_at <= self.clock()):
-            return False
-        return self.rules.decide(self._principal(link), link.path, action).allowed
-
-    def _principal(self, link: ShareLink) -> Principal:
+            return None
+        creator = await self.lookup.standing(link.created_by)
+        if creator is None or not creator.active:
+            return None
+        groups = set(link.groups) & set(self.roles.granting(creator.groups))
         # The same principal the MediaMTX callback builds from the token's subject and groups.
-        return self.roles.principal(link.subject, link.groups, source="share")
+        principal = self.roles.principal(link.subject, groups, source="share")
+        return principal if self.rules.decide(principal, link.path, action).allowed else None

@@ -165,6 +165,18 @@ SCHEMA = [
     CREATE INDEX issued_tokens_expiry ON issued_tokens(expires_at);
     INSERT INTO meta(key, value) VALUES ('generation', '0');
     """,
+    """
+    ALTER TABLE access_requests ADD COLUMN email_confirmed INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE confirm_links (
+        secret_hash TEXT PRIMARY KEY,
+        request_id INTEGER NOT NULL,
+        email TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at REAL
+    );
+    CREATE INDEX confirm_links_email ON confirm_links(email, created_at);
+    """,
 ]
 
 
@@ -586,16 +598,31 @@ class Store:
 
     # -- access requests ----------------------------------------------------------------------------------------
     def access_requests(self, limit: int = 200) -> list[sqlite3.Row]:
-        """Pending first, then newest first."""
+        """Pending first, then newest first; requests whose email is still being confirmed are not shown."""
         return self._read(
-            "SELECT * FROM access_requests ORDER BY status != 'pending', updated_at DESC, id DESC LIMIT ?", (limit,)
+            "SELECT * FROM access_requests WHERE status != 'unconfirmed' "
+            "ORDER BY status != 'pending', updated_at DESC, id DESC LIMIT ?",
+            (limit,),
         )
+
+    def access_request_in(self, db: sqlite3.Connection, request_id: int) -> sqlite3.Row:
+        row: sqlite3.Row = db.execute("SELECT * FROM access_requests WHERE id = ?", (request_id,)).fetchone()
+        return row
 
     def access_request(self, request_id: int) -> sqlite3.Row | None:
         rows = self._read("SELECT * FROM access_requests WHERE id = ?", (request_id,))
         return rows[0] if rows else None
 
-    def upsert_access_request(
+    def open_access_request(self, db: sqlite3.Connection, username: str, email: str) -> int | None:
+        """The id of an undecided request (confirmed or not) with exactly this username and email."""
+        row = db.execute(
+            "SELECT id FROM access_requests WHERE status IN ('unconfirmed', 'pending') AND username = ? AND email = ? "
+            "ORDER BY id LIMIT 1",
+            (username, email),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def insert_access_request(
         self,
         db: sqlite3.Connection,
         *,
@@ -605,28 +632,59 @@ class Store:
         org: str,
         reason: str,
         requested_group: str,
+        status: str,
         now: float,
-    ) -> tuple[int, bool]:
-        """The id of the pending request of this username or email, updated, or of a new one; and whether merged."""
-        row = db.execute(
-            "SELECT id FROM access_requests WHERE status = 'pending' AND (username = ? OR email = ?) "
-            "ORDER BY id LIMIT 1",
-            (username, email),
-        ).fetchone()
-        values = (username, email, name, org, reason, requested_group, now)
-        if row is not None:
-            db.execute(
-                "UPDATE access_requests SET username = ?, email = ?, name = ?, org = ?, reason = ?, "
-                "requested_group = ?, updated_at = ? WHERE id = ?",
-                (*values, row[0]),
-            )
-            return int(row[0]), True
+    ) -> int:
+        """A new request; an earlier one is never changed by a later submission (it may be someone else's)."""
         cursor = db.execute(
-            "INSERT INTO access_requests(username, email, name, org, reason, requested_group, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (*values, now),
+            "INSERT INTO access_requests(username, email, name, org, reason, requested_group, status, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (username, email, name, org, reason, requested_group, status, now, now),
         )
-        return int(cursor.lastrowid or 0), False
+        return int(cursor.lastrowid or 0)
+
+    def access_request_username(self, db: sqlite3.Connection, request_id: int) -> str:
+        row = db.execute("SELECT username FROM access_requests WHERE id = ?", (request_id,)).fetchone()
+        return "" if row is None else str(row[0])
+
+    # -- email confirmation links (sent to the requester before admins see a request) --------------------------
+    def insert_confirm_link(
+        self, db: sqlite3.Connection, secret_hash: str, request_id: int, email: str, now: float, expires_at: float
+    ) -> None:
+        db.execute(
+            "INSERT INTO confirm_links(secret_hash, request_id, email, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            (secret_hash, request_id, email, now, expires_at),
+        )
+
+    def confirm_links_sent(self, db: sqlite3.Connection, email: str, since: float) -> int:
+        row = db.execute(
+            "SELECT COUNT(*) FROM confirm_links WHERE email = ? AND created_at > ?", (email, since)
+        ).fetchone()
+        return int(row[0])
+
+    def confirm_link_request(self, secret_hash: str, now: float) -> int | None:
+        rows = self._read(
+            "SELECT request_id FROM confirm_links WHERE secret_hash = ? AND used_at IS NULL AND expires_at > ?",
+            (secret_hash, now),
+        )
+        return int(rows[0][0]) if rows else None
+
+    def use_confirm_link(self, db: sqlite3.Connection, secret_hash: str, now: float) -> int | None:
+        """Spend the link and mark its request's email confirmed (unconfirmed -> pending); the request id."""
+        row = db.execute(
+            "UPDATE confirm_links SET used_at = ? WHERE secret_hash = ? AND used_at IS NULL AND expires_at > ? "
+            "RETURNING request_id",
+            (now, secret_hash, now),
+        ).fetchone()
+        if row is None:
+            return None
+        request_id = int(row[0])
+        moved = db.execute(
+            "UPDATE access_requests SET status = 'pending', email_confirmed = 1, updated_at = ? "
+            "WHERE id = ? AND status = 'unconfirmed'",
+            (now, request_id),
+        ).rowcount
+        return request_id if moved else None
 
     def move_access_request(
         self,

@@ -1,23 +1,35 @@
-"""People administration over the Directory, limited server-side to groups with the configured prefix."""
+"""People administration over the Directory, limited server-side to groups with the configured prefix, to accounts
+the sidecar may manage, and to changes that leave at least one active admin."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 from sidecar.directory import Directory, Group, User, UserPage
 from sidecar.directory.base import InvalidName
-from sidecar.errors import BadRequest, Forbidden, NotFoundError
-from sidecar.identity import GROUP_SEPARATOR, RolePolicy
+from sidecar.errors import BadRequest, ConflictError, Forbidden, NotFoundError
+from sidecar.identity import Principal, RolePolicy, group_name_problem
 from sidecar.passwords import check_strength
 from sidecar.store import Store
 
 MAX_PAGE_SIZE = 100
 NO_RECOVERY = (
-    "local mode has no password-recovery flow yet: set a password with `sidecar users add USERNAME --password-stdin` "
-    "when adding the person; once signed in, people change their own password"
+    "local mode has no password-recovery flow yet: set a password with `sidecar users set-password USERNAME "
+    "--password-stdin`; once signed in, people change their own password"
 )
+# Authentik's own administrators' group; its members are superusers there and never managed from here.
+AUTHENTIK_ADMINS = "authentik Admins"
+
+# Who asks for a change: a signed-in person or the API key (a Principal, whose rights are checked), or the name of
+# an operator-side caller on the server itself (the CLI, bootstrap, an approval the sidecar carries out).
+Actor = Principal | str
+
+
+def actor_name(by: Actor) -> str:
+    return by if isinstance(by, str) else by.username
 
 
 @runtime_checkable
@@ -37,45 +49,107 @@ class UserAdmin:
         self.directory = directory
         self.roles = roles
         self.on_lost_access: Callable[[str, str], None] | None = None  # revocation (set by the wiring)
+        self.on_changed: Callable[[str], None] | None = None  # forgets cached groups of that person (wiring)
+        # Checking "another admin remains" and making the change are one step for this process.
+        self._admin_change = asyncio.Lock()
 
     def _visible(self, user: User) -> User:
         return replace(user, groups=tuple(self.roles.managed(user.groups)))
 
-    async def managed_group(self, name: str, actor: str) -> Group:
+    def _denied(self, by: Actor, action: str, target: str, detail: dict[str, object]) -> None:
+        with self.store.transaction() as db:
+            self.store.audit(db, actor_name(by), action, target, detail)
+
+    async def managed_group(self, name: str, actor: Actor) -> Group:
         """The group named exactly `name`, if it may be managed here; an attempt on another group is audited."""
-        if not name.startswith(self.roles.prefix) or GROUP_SEPARATOR in name:
-            with self.store.transaction() as db:
-                self.store.audit(db, actor, "group.denied", name)
+        if group_name_problem(name, self.roles.prefix) is not None:
+            self._denied(actor, "group.denied", name, {})
             raise Forbidden(f"only groups starting with {self.roles.prefix} can be managed here")
         group = await self.directory.get_group(name)
         if group is None:
             raise NotFoundError(f"unknown group {name!r}", field="group")
         return group
 
+    def account_refusal(self, user: User, by: Actor) -> str | None:
+        """Why `by` may not act on `user`'s account (activation, password, recovery), or None.
+
+        A video admin manages stream access, not accounts in general: directory administrators are never managed
+        from here, and someone who also belongs to groups outside the prefix (a TAK user) only by a directory admin.
+        """
+        directory_admins = self.roles.directory_admin_groups() | {AUTHENTIK_ADMINS}
+        if user.superuser or directory_admins & set(user.groups):
+            return f"{user.username} administers the directory; change this account in the directory itself"
+        outside = [group for group in user.groups if not group.startswith(self.roles.prefix)]
+        if outside and not (isinstance(by, str) or by.directory_admin):
+            return (
+                f"{user.username} also belongs to groups outside {self.roles.prefix}; "
+                "only a directory administrator may change this account"
+            )
+        return None
+
+    async def _account(self, username: str, by: Actor, action: str) -> User:
+        """The person behind `username` if `by` may act on their account; refusals are audited."""
+        user = await self.directory.get_user(username)
+        if user is None:
+            raise NotFoundError(f"no user {username}", field="username")
+        refusal = self.account_refusal(user, by)
+        if refusal is not None:
+            self._denied(by, "user.denied", username, {"action": action, "reason": refusal})
+            raise Forbidden(refusal)
+        return user
+
+    async def _keep_an_admin(self, user: User, losing: frozenset[str] | None) -> None:
+        """Refuse a change that would leave no active admin: `losing` is the admin groups the person leaves, or
+        None when they are deactivated."""
+        admin_groups = frozenset(self.roles.admin_groups)
+        held = admin_groups & set(user.groups)
+        if not user.is_active or not held or (losing is not None and held - losing):
+            return  # not an active admin now, or still one afterwards
+        if await self.directory.count_active_members(sorted(admin_groups)) <= 1:
+            raise ConflictError(
+                f"{user.username} is the last active admin; make someone else an admin first", field="username"
+            )
+
     async def list_users(self, search: str = "", page: int = 1, page_size: int = 50) -> UserPage:
+        found, _ = await self.list_people(search, page, page_size, None)
+        return found
+
+    async def list_people(
+        self, search: str, page: int, page_size: int, by: Actor | None
+    ) -> tuple[UserPage, dict[str, str]]:
+        """A page of people (only their managed groups shown) and, when `by` is given, why `by` may not act on
+        some of their accounts (username -> reason), so a page offers only what would be allowed."""
         if page < 1:
             raise BadRequest("page must be 1 or more", field="page")
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise BadRequest(f"page_size must be 1 to {MAX_PAGE_SIZE}", field="page_size")
         found = await self.directory.list_users(search, page, page_size)
-        return replace(found, users=[self._visible(user) for user in found.users])
+        refusals: dict[str, str] = {}
+        if by is not None:
+            for user in found.users:
+                refusal = self.account_refusal(user, by)
+                if refusal is not None:
+                    refusals[user.username] = refusal
+        return replace(found, users=[self._visible(user) for user in found.users]), refusals
 
     async def list_groups(self) -> list[Group]:
-        return [group for group in await self.directory.list_groups() if group.name.startswith(self.roles.prefix)]
+        return [
+            group
+            for group in await self.directory.list_groups()
+            if group_name_problem(group.name, self.roles.prefix) is None
+        ]
 
-    async def create_group(self, name: str, actor: str) -> bool:
-        if not name.startswith(self.roles.prefix) or GROUP_SEPARATOR in name or len(name) > 80:
-            raise BadRequest(
-                f"group name must start with {self.roles.prefix}, be at most 80 characters and not contain |",
-                field="name",
-            )
+    async def create_group(self, name: str, actor: Actor) -> bool:
+        problem = group_name_problem(name, self.roles.prefix)
+        if problem is not None:
+            raise BadRequest(problem, field="name")
         created = await self.directory.create_group(name)
         if created:
             with self.store.transaction() as db:
-                self.store.audit(db, actor, "group.create", name)
+                self.store.audit(db, actor_name(actor), "group.create", name)
         return created
 
-    async def add_user(self, username: str, groups: list[str], password: str | None, actor: str) -> User:
+    async def add_user(self, username: str, groups: list[str], password: str | None, actor: Actor) -> User:
         checked = [await self.managed_group(group, actor) for group in groups]
         if password is not None:
             check_strength(password)
@@ -88,51 +162,81 @@ class UserAdmin:
         if password is not None:
             await self.directory.set_password(username, password)
         with self.store.transaction() as db:
-            self.store.audit(db, actor, "user.create", username, {"groups": [group.name for group in checked]})
+            self.store.audit(
+                db, actor_name(actor), "user.create", username, {"groups": [group.name for group in checked]}
+            )
         return replace(user, groups=tuple(group.name for group in checked))
 
-    async def set_membership(self, username: str, group: str, member: bool, actor: str) -> bool:
+    async def set_membership(self, username: str, group: str, member: bool, actor: Actor) -> bool:
         checked = await self.managed_group(group, actor)
         if member:
             changed = await self.directory.add_to_group(username, checked.name)
         else:
-            changed = await self.directory.remove_from_group(username, checked.name)
+            async with self._admin_change:
+                user = await self.directory.get_user(username)
+                if user is None:
+                    raise NotFoundError(f"no user {username}", field="username")
+                if checked.name in self.roles.admin_groups:
+                    await self._keep_an_admin(user, frozenset({checked.name}))
+                changed = await self.directory.remove_from_group(username, checked.name)
+        self._changed(username)
         if changed:
             with self.store.transaction() as db:
-                self.store.audit(db, actor, "group.add" if member else "group.remove", username, {"group": group})
+                self.store.audit(
+                    db, actor_name(actor), "group.add" if member else "group.remove", username, {"group": group}
+                )
             if not member:
                 self._lost_access(username, f"removed from {group}")
         return changed
 
-    async def set_active(self, username: str, active: bool, actor: str) -> None:
-        await self.directory.set_active(username, active)
+    async def set_active(self, username: str, active: bool, actor: Actor) -> None:
+        async with self._admin_change:
+            user = await self._account(username, actor, "activate" if active else "deactivate")
+            if not active:
+                await self._keep_an_admin(user, None)
+            await self.directory.set_active(username, active)
+        self._changed(username)
         with self.store.transaction() as db:
-            self.store.audit(db, actor, "user.activate" if active else "user.deactivate", username)
+            self.store.audit(db, actor_name(actor), "user.activate" if active else "user.deactivate", username)
         if not active:
             self._lost_access(username, "deactivated")
+
+    async def set_password(self, username: str, password: str, actor: Actor) -> None:
+        check_strength(password)
+        await self._account(username, actor, "password")
+        await self.directory.set_password(username, password)
+        with self.store.transaction() as db:
+            self.store.audit(db, actor_name(actor), "password.set", username)
 
     def _recovery(self) -> Recovery:
         if not isinstance(self.directory, Recovery):
             raise BadRequest(NO_RECOVERY)
         return self.directory
 
-    async def recovery_link(self, username: str, actor: str) -> str:
+    async def recovery_link(self, username: str, actor: Actor) -> str:
         """A one-time link that lets the user set a password; the link itself is never written to the audit log."""
-        link = await self._recovery().recovery_link(username)
+        directory = self._recovery()
+        await self._account(username, actor, "recovery_link")
+        link = await directory.recovery_link(username)
         with self.store.transaction() as db:
-            self.store.audit(db, actor, "user.recovery_link", username)
+            self.store.audit(db, actor_name(actor), "user.recovery_link", username)
         return link
 
-    async def send_recovery_email(self, username: str, email_stage: str | None, actor: str) -> None:
+    async def send_recovery_email(self, username: str, email_stage: str | None, actor: Actor) -> None:
         directory = self._recovery()
         if not email_stage:
             raise BadRequest(
                 "no email stage to send the reset email with: pass email_stage (the UUID of an Authentik email stage)",
                 field="email_stage",
             )
+        await self._account(username, actor, "recovery_email")
         await directory.send_recovery_email(username, email_stage)
         with self.store.transaction() as db:
-            self.store.audit(db, actor, "user.recovery_email", username, {"email_stage": email_stage})
+            self.store.audit(db, actor_name(actor), "user.recovery_email", username, {"email_stage": email_stage})
+
+    def _changed(self, username: str) -> None:
+        if self.on_changed is not None:
+            self.on_changed(username)
 
     def _lost_access(self, username: str, reason: str) -> None:
         if self.on_lost_access is not None:

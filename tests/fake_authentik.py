@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,6 +32,7 @@ class FakeGroup:
     num_pk: int
     name: str
     members: set[int] = field(default_factory=set)
+    superuser: bool = False  # like `authentik Admins`: its members are superusers
 
 
 @dataclass
@@ -143,8 +145,8 @@ class FakeAuthentik:
 
     # --- state ----------------------------------------------------------------------------------------------
 
-    def add_group(self, name: str) -> FakeGroup:
-        group = FakeGroup(pk=str(uuid.uuid4()), num_pk=len(self.groups) + 1000, name=name)
+    def add_group(self, name: str, *, superuser: bool = False) -> FakeGroup:
+        group = FakeGroup(pk=str(uuid.uuid4()), num_pk=len(self.groups) + 1000, name=name, superuser=superuser)
         self.groups[group.pk] = group
         return group
 
@@ -211,10 +213,10 @@ class FakeAuthentik:
             "is_active": user.is_active,
             "last_login": None,
             "date_joined": WHEN,
-            "is_superuser": False,
+            "is_superuser": any(group.superuser for group in groups),
             "groups": [group.pk for group in groups],
             "groups_obj": [
-                {"pk": g.pk, "num_pk": g.num_pk, "name": g.name, "is_superuser": False, "attributes": {}}
+                {"pk": g.pk, "num_pk": g.num_pk, "name": g.name, "is_superuser": g.superuser, "attributes": {}}
                 for g in groups
             ]
             if include_groups
@@ -239,7 +241,7 @@ class FakeAuthentik:
             "pk": group.pk,
             "num_pk": group.num_pk,
             "name": group.name,
-            "is_superuser": False,
+            "is_superuser": group.superuser,
             "parents": [],
             "parents_obj": [],
             "users": members,
@@ -369,6 +371,11 @@ class FakeAuthentik:
         found = sorted(self.users.values(), key=lambda user: user.username)
         if "username" in query:
             found = [user for user in found if user.username == query["username"]]
+        wanted_groups = query.getlist("groups_by_name")
+        if wanted_groups:  # Authentik ORs repeated names
+            found = [u for u in found if any(g.name in wanted_groups for g in self.groups_of(u))]
+        if "is_active" in query:
+            found = [user for user in found if user.is_active == (query["is_active"] == "true")]
         if query.get("search"):
             term = query["search"].lower()
             found = [
@@ -641,7 +648,8 @@ def _required(body: Any, *names: str) -> dict[str, list[str]]:
 def create_fake_authentik(token: str = TOKEN) -> FakeAuthentik:
     """A fake seeded like a site TAK Portal also manages: `tak_*` groups next to the sidecar's `vid_*` ones."""
     fake = FakeAuthentik(token)
-    for name in ("authentik Admins", "tak_admin", "tak_ops", "vid_admin", "vid_private", "vid_public"):
+    fake.add_group("authentik Admins", superuser=True)
+    for name in ("tak_admin", "tak_ops", "vid_admin", "vid_private", "vid_public"):
         fake.add_group(name)
     fake.add_user("akadmin", "authentik Admins", name="authentik Default Admin", email="root@example.org")
     fake.add_user("alice", "vid_admin", name="Alice", email="alice@example.org")
@@ -653,3 +661,18 @@ def create_fake_authentik(token: str = TOKEN) -> FakeAuthentik:
     fake.add_binding(login, identification, 10)
     fake.add_brand("authentik-default", default=True, flow_authentication=login.pk)
     return fake
+
+
+class SplitTransport(httpx.AsyncBaseTransport):
+    """Sends requests for the named hosts to their own transport (a fake's ASGI app), the rest to `default`."""
+
+    def __init__(self, by_host: dict[str, httpx.AsyncBaseTransport], default: httpx.AsyncBaseTransport) -> None:
+        self.by_host = by_host
+        self.default = default
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.by_host.get(request.url.host, self.default).handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for transport in (*self.by_host.values(), self.default):
+            await transport.aclose()

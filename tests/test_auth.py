@@ -13,6 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from sidecar.app import create_app
+from sidecar.bootstrap import bootstrap
 from sidecar.runtime import Services, run_with_services
 from sidecar.settings import Settings
 from sidecar.store import Store
@@ -282,65 +283,66 @@ def create_groups(settings: Settings, *names: str) -> None:
     run_with_services(settings, work)
 
 
-def test_first_admin_step_creates_the_admin_and_signs_in(fresh: Settings) -> None:
-    create_groups(fresh, "vid_admin", "vid_public")
+FIRST_PASSWORD = "first-admin-pw-1"
+
+
+def claim(client: TestClient, secret: str, username: str = "root", password: str = FIRST_PASSWORD, **kw: Any) -> Any:
+    body = {"username": username, "password": password, "setup_secret": secret}
+    return client.put("/auth/password", json=body, headers={**SAME_ORIGIN, **kw})
+
+
+def test_first_admin_step_needs_the_setup_secret_and_creates_the_admin(fresh: Settings) -> None:
+    bootstrap(fresh, out=lambda line: None, setup_secret=True)
+    path = fresh.data_dir / "setup_secret"
+    assert path.stat().st_mode & 0o777 == 0o600
+    secret = path.read_text().strip()
     with TestClient(create_app(fresh), client=TRUSTED_PEER) as client:
         page = client.get("/auth/login")
-        assert "Set the first admin password" in page.text
-        done = client.put(
-            "/auth/password", json={"username": "root", "password": "first-admin-pw-1"}, headers=SAME_ORIGIN
-        )
+        assert "Create the first admin" in page.text and secret not in page.text
+        assert claim(client, "not-the-secret").status_code == 403
+        assert claim(client, "").status_code == 401
+        done = claim(client, secret)
         assert done.status_code == 200, done.text
         assert done.json()["token"] and done.json()["role"] == "admin"
         assert "sidecar_session=" in done.headers["set-cookie"]
         me = client.get("/api/v1/me").json()
         assert (me["username"], me["role"], me["groups"]) == ("root", "admin", ["vid_admin"])
-        assert "Set the first admin password" not in client.get("/auth/login").text
+        assert "Create the first admin" not in client.get("/auth/login").text
+        assert not path.exists()  # one use
 
         client.cookies.clear()
-        again = client.put("/auth/password", json={"username": "mallory", "password": "mallory-pw-123"})
-        assert again.status_code == 401
+        again = claim(client, secret, "mallory", "mallory-pw-123")
+        assert again.status_code == 403 and "already exists" in again.json()["error"]
         assert json_login(client, "mallory", "mallory-pw-123").status_code == 400
         assert json_login(client, "root", "first-admin-pw-1").status_code == 200
 
 
 def test_first_admin_step_refuses_a_short_password_and_stays_open(fresh: Settings) -> None:
-    create_groups(fresh, "vid_admin")
+    bootstrap(fresh, out=lambda line: None, setup_secret=True)
+    secret = (fresh.data_dir / "setup_secret").read_text().strip()
     with TestClient(create_app(fresh), client=TRUSTED_PEER) as client:
-        short = client.put("/auth/password", json={"username": "root", "password": "short"})
+        short = claim(client, secret, password="short")
         assert short.status_code == 400
         assert short.json()["field"] == "password"
-        assert "Set the first admin password" in client.get("/auth/login").text
+        assert "Create the first admin" in client.get("/auth/login").text
+        assert claim(client, secret).status_code == 200
 
 
 def test_first_admin_step_with_foreign_origin_is_403(fresh: Settings) -> None:
-    create_groups(fresh, "vid_admin")
+    bootstrap(fresh, out=lambda line: None, setup_secret=True)
+    secret = (fresh.data_dir / "setup_secret").read_text().strip()
     with TestClient(create_app(fresh), client=TRUSTED_PEER) as client:
-        refused = client.put(
-            "/auth/password",
-            json={"username": "root", "password": "first-admin-pw-1"},
-            headers={"origin": "https://evil.example"},
-        )
+        refused = claim(client, secret, origin="https://evil.example")
         assert refused.status_code == 403
-        assert "Set the first admin password" in client.get("/auth/login").text
+        assert "Create the first admin" in client.get("/auth/login").text
 
 
-def test_first_admin_step_works_on_a_never_bootstrapped_data_dir(fresh_client: TestClient) -> None:
-    assert "Set the first admin password" in fresh_client.get("/auth/login").text
-    done = fresh_client.put("/auth/password", json={"username": "root", "password": "first-admin-pw-1"})
-    assert done.status_code == 200, done.text
-    assert fresh_client.get("/api/v1/me").json()["role"] == "admin"
-
-
-def test_refused_first_admin_attempt_does_not_reactivate_a_deactivated_admin(
-    client: TestClient, settings: Settings
-) -> None:
-    set_active(settings, "admin", False)
-    assert "Set the first admin password" in client.get("/auth/login").text
-    short = client.put("/auth/password", json={"username": "admin", "password": "short"})
-    assert short.status_code == 400
-    assert json_login(client).status_code == 400  # still deactivated: the old password must not work again
-    assert "Set the first admin password" in client.get("/auth/login").text
+def test_a_never_bootstrapped_data_dir_points_to_bootstrap_and_offers_no_claim(fresh_client: TestClient) -> None:
+    page = fresh_client.get("/auth/login").text
+    assert "Create the first admin" not in page and "sidecar bootstrap" in page
+    refused = claim(fresh_client, "anything-at-all")
+    assert refused.status_code == 403 and "bootstrap --setup-secret" in refused.json()["error"]
+    assert fresh_client.get("/api/v1/me").status_code == 401
 
 
 # --- password change ----------------------------------------------------------------------------------------------

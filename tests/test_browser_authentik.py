@@ -98,7 +98,7 @@ def test_admin_reaches_the_editor_without_its_login_and_manages_bob_from_the_use
 
     private.check()
     expect(page.locator("#membership-note")).to_be_visible()
-    expect(page.locator("#membership-note")).to_contain_text("Authentik applies group changes at the user's next login")
+    expect(page.locator("#membership-note")).to_contain_text("Takes effect at the person's next request")
     wait_for(lambda: "bob" in members(stack.authentik, "vid_private"))
     assert members(stack.authentik, "vid_public") == {"bob"}
     expect(private).to_be_enabled()

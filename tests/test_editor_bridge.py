@@ -16,6 +16,7 @@ from sidecar.settings import Settings
 from sidecar.store import Store
 from sidecar.web.editor_proxy import OVERLAY_TAGS
 from tests import fixture_editor
+from tests.fake_authentik import TOKEN, FakeAuthentik, SplitTransport
 from tests.fixture_editor import FixtureEditor
 from tests.helpers import ADMIN_PASSWORD, bootstrapped_settings
 from tests.test_editor_proxy import ADMIN, HTML, VIEWER, ServerThread
@@ -211,9 +212,13 @@ def test_authentik_mode_sends_sign_out_and_recovery_to_authentik(
         editor[1].url,
         mode="authentik",
         authentik_url="https://sso.example/",
-        authentik_token="token-for-tests",
+        authentik_token=TOKEN,
     )
-    with TestClient(create_app(settings), client=("127.0.0.1", 40000)) as client:
+    # Authentik's API (which confirms the admin's groups) is a fake; everything else, the editor included, is real.
+    sso = FakeAuthentik()
+    sso.add_user("alice", "vid_admin")
+    transport = SplitTransport({"sso.example": httpx.ASGITransport(app=sso.app)}, httpx.AsyncHTTPTransport())
+    with TestClient(create_app(settings, transport=transport), client=("127.0.0.1", 40000)) as client:
         expected = {
             "/logout": "/outpost.goauthentik.io/sign_out",
             "/forgot-password": "https://sso.example/if/flow/default-recovery-flow/",

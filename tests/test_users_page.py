@@ -136,7 +136,7 @@ def test_group_form_errors_are_plain(local: TestClient) -> None:
     response = local.post("/api/v1/groups", json={"name": "ops"}, headers=headers)
     assert response.status_code == 400
     assert response.json() == {
-        "error": "group name must start with vid_, be at most 80 characters and not contain |",
+        "error": "group name must start with vid_",
         "field": "name",
     }
 
@@ -149,6 +149,7 @@ def fake() -> FakeAuthentik:
     found = create_fake_authentik()
     found.add_group("tak_ROLE_ADMIN")
     found.add_user("erin", "vid_public", "tak_ROLE_ADMIN", "tak_ops", name="Erin", email="erin@example.org")
+    found.add_user("vera", "vid_public", name="Vera", email="vera@example.org")  # only in video groups
     return found
 
 
@@ -172,24 +173,24 @@ def test_authentik_admin_page_names_the_mode(sso: TestClient) -> None:
 
 
 def test_recovery_link_is_returned_and_audited(sso: TestClient, fake: FakeAuthentik) -> None:
-    response = sso.post("/api/v1/users/bob/recovery-link", json={}, headers=csrf(sso, ADMIN))
+    response = sso.post("/api/v1/users/vera/recovery-link", json={}, headers=csrf(sso, ADMIN))
     assert response.status_code == 200, response.text
-    bob = fake.user_named("bob")
-    assert bob is not None
-    assert response.json() == {"link": f"{BASE}/if/flow/recovery/?flow_token=token-{bob.pk}"}
+    vera = fake.user_named("vera")
+    assert vera is not None
+    assert response.json() == {"link": f"{BASE}/if/flow/recovery/?flow_token=token-{vera.pk}"}
     events = sso.get("/api/v1/audit?action=user.recovery_link", headers=KEY).json()["events"]
-    assert [(e["actor"], e["target"], e["detail"]) for e in events] == [("alice", "bob", {})]
+    assert [(e["actor"], e["target"], e["detail"]) for e in events] == [("alice", "vera", {})]
     assert "flow_token" not in sso.get("/api/v1/audit", headers=KEY).text
 
 
 def test_recovery_email_is_sent_and_audited(sso: TestClient, fake: FakeAuthentik) -> None:
     body = {"email_stage": "0b8f4b7e-3f55-4f0e-9d2a-1f1c5a3d9e10"}
-    response = sso.post("/api/v1/users/bob/recovery-email", json=body, headers=csrf(sso, ADMIN))
+    response = sso.post("/api/v1/users/vera/recovery-email", json=body, headers=csrf(sso, ADMIN))
     assert response.status_code == 200, response.text
     assert response.json() == {"sent": True}
-    assert fake.recovery_emails == [("bob", body["email_stage"])]
+    assert fake.recovery_emails == [("vera", body["email_stage"])]
     events = sso.get("/api/v1/audit?action=user.recovery_email", headers=KEY).json()["events"]
-    assert [(e["actor"], e["target"]) for e in events] == [("alice", "bob")]
+    assert [(e["actor"], e["target"]) for e in events] == [("alice", "vera")]
 
 
 def test_recovery_email_without_a_stage_says_what_is_missing(sso: TestClient, fake: FakeAuthentik) -> None:

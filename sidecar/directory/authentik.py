@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sidecar.authentik import AuthentikClient, AuthentikGroup, AuthentikRejected, AuthentikUser
 from sidecar.directory.base import (
     Conflict,
@@ -22,6 +24,7 @@ def _user(found: AuthentikUser) -> User:
         is_active=found.is_active,
         groups=found.groups,
         uid=str(found.pk),
+        superuser=found.is_superuser,
     )
 
 
@@ -97,6 +100,9 @@ class AuthentikDirectory(Directory):
 
     async def send_recovery_email(self, username: str, email_stage: str) -> None:
         await self.client.send_recovery_email((await self._user(username)).pk, email_stage)
+
+    async def count_active_members(self, groups: Sequence[str]) -> int:
+        return await self.client.count_users(groups_by_name=groups, is_active=True) if groups else 0
 
     async def ping(self) -> None:
         await self.client.ping()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@+-")
@@ -32,6 +33,7 @@ class User:
     is_active: bool = True
     groups: tuple[str, ...] = ()
     uid: str = ""
+    superuser: bool = False  # administers the directory itself (Authentik's is_superuser); never managed here
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,10 @@ class Directory(abc.ABC):
 
     @abc.abstractmethod
     async def set_password(self, username: str, password: str) -> None: ...
+
+    @abc.abstractmethod
+    async def count_active_members(self, groups: Sequence[str]) -> int:
+        """How many active people belong to at least one of `groups` (the admins, when given the admin groups)."""
 
     @abc.abstractmethod
     async def ping(self) -> None:

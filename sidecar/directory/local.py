@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from sidecar import passwords
 from sidecar.directory.base import (
@@ -97,6 +98,9 @@ class LocalDirectory(Directory):
         if not ok or row is None or not row["is_active"]:
             return None
         return self._user(row, self.store.user_groups(username))
+
+    async def count_active_members(self, groups: Sequence[str]) -> int:
+        return self.store.admin_count(list(groups))
 
     async def ping(self) -> None:
         try:

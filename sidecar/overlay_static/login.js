@@ -1,4 +1,5 @@
-// First-admin step of the sign-in page: PUT /auth/password as JSON, then go where the user was heading.
+// First-admin step of the sign-in page (with the setup secret): PUT /auth/password as JSON, then go where the user
+// was heading (the server already reduced `next` to a path on this site).
 const form = document.getElementById("first-admin");
 if (form) {
   form.addEventListener("submit", async (event) => {
@@ -8,7 +9,7 @@ if (form) {
     const response = await fetch("/auth/password", {
       method: "PUT",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ username: data.username, password: data.password }),
+      body: JSON.stringify({ username: data.username, password: data.password, setup_secret: data.setup_secret }),
     });
     if (response.ok) {
       const next = form.dataset.next || "/";

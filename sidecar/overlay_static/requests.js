@@ -27,7 +27,7 @@ export function setupRequests({ el, announce, fail, onApproved }) {
   function facts(item) {
     const rows = [
       ["Username", item.username],
-      ["Email", item.email],
+      ["Email", `${item.email} (${item.email_confirmed ? "confirmed by the requester" : "not confirmed"})`],
       ["Organisation", item.org || "—"],
       ["Requested group", item.requested_group || "(none: the administrator chooses)"],
       ["Requested", when(item.created_at)],
@@ -37,6 +37,10 @@ export function setupRequests({ el, announce, fail, onApproved }) {
     }
     if (item.message) {
       rows.push(["Message", item.message]);
+    }
+    if (item.status === "pending" && item.same_username > 0) {
+      // Two strangers may ask for the same name: approving one makes the other fail as "already exists".
+      rows.push(["Note", `${item.same_username} other pending request(s) ask for the username ${item.username}`]);
     }
     return el(
       "dl",

@@ -28,10 +28,7 @@ const groupsEmpty = document.getElementById("groups-empty");
 const groupForm = document.getElementById("group-form");
 const groupName = document.getElementById("group-name");
 
-const MEMBERSHIP_NOTE =
-  mode === "authentik"
-    ? "Authentik applies group changes at the user's next login; live streams that lost access were stopped."
-    : "Takes effect now; live streams that lost access were stopped.";
+const MEMBERSHIP_NOTE = "Takes effect at the person's next request; live streams that lost access were stopped.";
 
 let groups = []; // every group with the prefix: {name, member_count}
 let search = "";
@@ -87,10 +84,14 @@ function userItem(user) {
     text: user.is_active ? "Deactivate" : "Activate",
   });
   activate.addEventListener("click", () => setActive(user, !user.is_active, activate));
+  // Account actions are offered only where the server would allow them: never for directory administrators, and
+  // for people also in groups outside the prefix (TAK users) only to directory administrators.
+  const accountActions = user.account_actions !== false;
+  const accountNote = accountActions ? null : el("p", { class: "account-note muted", text: user.account_note });
   // Password recovery is Authentik's; local mode has none, so it offers no buttons that could only fail.
   const recovery = [];
   let linkBox = null;
-  if (mode === "authentik") {
+  if (mode === "authentik" && accountActions) {
     const email = el("button", { type: "button", class: "secondary user-reset-email", text: "Send password-reset email" });
     email.addEventListener("click", () => sendResetEmail(user, email));
     const link = el("button", { type: "button", class: "secondary user-recovery-link", text: "Copy recovery link" });
@@ -104,7 +105,7 @@ function userItem(user) {
     el("div", { class: "user-head" }, el("h3", { class: "user-name", text: user.username }), state),
     facts ? el("p", { class: "user-facts muted", text: facts }) : null,
     groupToggles(user),
-    el("div", { class: "actions" }, activate, ...recovery),
+    accountActions ? el("div", { class: "actions" }, activate, ...recovery) : accountNote,
     linkBox,
   );
 }

@@ -63,12 +63,25 @@ async def explain(request: Request) -> Response:
 
 
 async def users_list(request: Request) -> Response:
-    await require(request, admin=True)
-    page = await services(request).users.list_users(
-        request.query_params.get("search", "")[:100], int_param(request, "page", 1), int_param(request, "page_size", 50)
+    who = await require(request, admin=True)
+    page, refusals = await services(request).users.list_people(
+        request.query_params.get("search", "")[:100],
+        int_param(request, "page", 1),
+        int_param(request, "page_size", 50),
+        who,
     )
+    # `account_actions` says whether activation and password recovery are offered for that person (never for
+    # directory administrators, nor for TAK users unless the caller administers the directory).
     users = [
-        {"username": u.username, "email": u.email, "name": u.name, "is_active": u.is_active, "groups": list(u.groups)}
+        {
+            "username": u.username,
+            "email": u.email,
+            "name": u.name,
+            "is_active": u.is_active,
+            "groups": list(u.groups),
+            "account_actions": u.username not in refusals,
+            **({"account_note": refusals[u.username]} if u.username in refusals else {}),
+        }
         for u in page.users
     ]
     return JSONResponse({"users": users, "total": page.total, "page": page.page, "page_size": page.page_size})
@@ -80,7 +93,7 @@ async def user_patch(request: Request) -> Response:
     if not isinstance(active, bool):
         raise BadRequest("is_active must be true or false", field="is_active")
     username = request.path_params["username"]
-    await services(request).users.set_active(username, active, who.username)
+    await services(request).users.set_active(username, active, who)
     return JSONResponse({"username": username, "is_active": active})
 
 
@@ -88,7 +101,7 @@ async def membership(request: Request) -> Response:
     who = await require(request, admin=True)
     username, group = request.path_params["username"], request.path_params["group"]
     member = request.method in ("PUT", "POST")  # POST is accepted as "add" for clients that cannot send PUT
-    changed = await services(request).users.set_membership(username, group, member, who.username)
+    changed = await services(request).users.set_membership(username, group, member, who)
     return JSONResponse({"username": username, "group": group, "member": member, "changed": changed})
 
 
@@ -126,7 +139,7 @@ async def audit(request: Request) -> Response:
 
 async def recovery_link(request: Request) -> Response:
     who = await require(request, admin=True)
-    link = await services(request).users.recovery_link(request.path_params["username"], who.username)
+    link = await services(request).users.recovery_link(request.path_params["username"], who)
     return JSONResponse({"link": link})
 
 
@@ -138,7 +151,7 @@ async def recovery_email(request: Request) -> Response:
         raise BadRequest("email_stage must be a string", field="email_stage")
     # Without one in the body, the configured stage (SIDECAR_AUTHENTIK_RECOVERY_EMAIL_STAGE) when there is one.
     chosen = stage or svc.settings.authentik_recovery_email_stage
-    await svc.users.send_recovery_email(request.path_params["username"], chosen, who.username)
+    await svc.users.send_recovery_email(request.path_params["username"], chosen, who)
     return JSONResponse({"sent": True})
 
 

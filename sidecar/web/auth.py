@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from sidecar.bootstrap import make_first_admin
 from sidecar.errors import BadRequest, Forbidden, NotFoundError, SidecarError, Unauthorized
+from sidecar.first_admin import FirstAdmin
 from sidecar.identity import GROUP_SEPARATOR, Role
 from sidecar.sessions import LocalSessions, Login
 from sidecar.web.context import (
     SESSION_COOKIE,
-    check_same_origin,
+    check_browser_origin,
     client_ip,
     forwarded_value,
     json_object,
@@ -29,7 +28,6 @@ from sidecar.web.templating import page
 
 # Paths the sidecar serves itself; the rest behind Caddy is the editor, which only admins may reach.
 SIDECAR_PATHS = ("/users", "/streams", "/api/v1/", "/request-access", "/auth/", "/overlay/")
-_first_admin_lock = asyncio.Lock()
 
 
 def local_sessions(request: Request) -> LocalSessions:
@@ -40,8 +38,15 @@ def local_sessions(request: Request) -> LocalSessions:
 
 
 def safe_next(target: str | None) -> str:
-    """Only same-site relative paths; `//host`, `/\\host` and absolute URLs would be open redirects."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")) or any(c in target for c in "\r\n"):
+    """Only same-site relative paths. Browsers drop tabs and newlines from URLs and read `\\` as `/`, so
+    `/\t/host`, `/\\host` and `//host` would all leave the site: any whitespace, control character or backslash
+    refuses the target, as does anything that parses with a scheme or a host."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if any(char <= " " or char in "\\\x7f" for char in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or parts.path.startswith("//"):
         return "/"
     return target
 
@@ -89,12 +94,20 @@ def _login_json(request: Request, login: Login) -> Response:
     return _with_cookie(request, JSONResponse(body), login)
 
 
+def first_admin(request: Request) -> FirstAdmin:
+    found = services(request).first_admin
+    if found is None:
+        raise NotFoundError("local sign-in is off: this sidecar runs in authentik mode")
+    return found
+
+
 async def login_page(request: Request) -> Response:
-    sessions = local_sessions(request)
-    first = sessions.first_admin_open(services(request).settings.admin_groups)
+    local_sessions(request)
+    step = first_admin(request)
     context = {
         "next": safe_next(request.query_params.get("next")),
-        "first_admin": first,
+        "first_admin": step.offered(),
+        "no_account": step.never_had_admin(),
         "error": None,
         "initial_admin": services(request).settings.initial_admin,
     }
@@ -103,8 +116,7 @@ async def login_page(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     sessions = local_sessions(request)
-    if request.headers.get("origin") is not None:
-        check_same_origin(request)  # login CSRF: a foreign page must not sign the browser in
+    check_browser_origin(request)  # login CSRF: a foreign page must not sign the browser in
     fields = await _fields(request, "username", "password")
     if not fields["username"] or not fields["password"]:
         raise BadRequest(
@@ -118,6 +130,7 @@ async def login(request: Request) -> Response:
         context = {
             "next": safe_next(fields["next"]),
             "first_admin": False,
+            "no_account": False,
             "error": error.message,
             "initial_admin": services(request).settings.initial_admin,
         }
@@ -129,8 +142,7 @@ async def login(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     sessions = local_sessions(request)
-    if request.headers.get("origin") is not None:
-        check_same_origin(request)
+    check_browser_origin(request)
     token = session_token(request)
     if token:
         sessions.logout(token)
@@ -144,23 +156,24 @@ async def logout(request: Request) -> Response:
 
 
 async def password(request: Request) -> Response:
-    """First admin (only while no active admin exists), otherwise a signed-in user's own password change."""
+    """A signed-in user's own password change; without a session, the first admin's claim with the setup secret
+    (only on a data dir that has never had an account)."""
     sessions = local_sessions(request)
-    if request.headers.get("origin") is not None:
-        check_same_origin(request)
-    fields = await _fields(request, "username", "password", "current_password")
+    check_browser_origin(request)
+    fields = await _fields(request, "username", "password", "current_password", "setup_secret")
     svc = services(request)
     token = session_token(request)
     signed_in = await sessions.resolve(token) if token else None
     if signed_in is not None:
-        await sessions.change_password(signed_in.username, fields["current_password"], fields["password"], token)
+        await sessions.change_password(
+            signed_in.username, fields["current_password"], fields["password"], token, client_ip(request)
+        )
         return JSONResponse({"status": "password changed"})
-    async with _first_admin_lock:
-        if not sessions.first_admin_open(svc.settings.admin_groups):
-            raise Unauthorized()
-        username = fields["username"] or svc.settings.initial_admin
-        user = await make_first_admin(svc.users, svc.settings, username, fields["password"], actor="first-admin")
-        return _login_json(request, sessions.issue(user))
+    if not fields["setup_secret"]:
+        raise Unauthorized("sign in to change your password")
+    username = fields["username"] or svc.settings.initial_admin
+    user = await first_admin(request).claim(username, fields["password"], fields["setup_secret"], client_ip(request))
+    return _login_json(request, sessions.issue(user))
 
 
 async def verify(request: Request) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -73,14 +74,19 @@ async def _resolve(request: Request) -> Principal:
         except DuplicateIdentityHeader as error:
             raise BadRequest(f"duplicate identity header {error.header}", field=error.header) from error
         if from_headers is not None:
-            return from_headers
+            if svc.settings.mode == "authentik":
+                # The outpost says who; Authentik's API says which groups (exact names, current).
+                return await svc.group_lookup.confirm(from_headers)
+            # Local mode: the headers come from the sidecar's own /auth/verify, read from its directory just now.
+            return replace(from_headers, directory_admin=from_headers.role == Role.ADMIN)
     token = session_token(request)
     if svc.sessions is not None and token:
         user = await svc.sessions.resolve(token)
         if user is not None:
-            return svc.roles.principal(
+            found = svc.roles.principal(
                 user.username, user.groups, source="session", email=user.email, name=user.name, uid=user.uid
             )
+            return replace(found, directory_admin=found.role == Role.ADMIN)
     return ANONYMOUS
 
 
@@ -117,6 +123,13 @@ def check_same_origin(request: Request) -> None:
     allowed = {own_origin(request), *(o.lower().rstrip("/") for o in services(request).settings.allowed_origins)}
     if origin.lower().rstrip("/") not in allowed:
         raise Forbidden("cross-origin request refused")
+
+
+def check_browser_origin(request: Request) -> None:
+    """For routes scripts also call without a session (sign-in, share tokens): a request carrying Origin or Referer
+    comes from a browser and must come from this site; one with neither (curl, a player) is let through."""
+    if "origin" in request.headers or "referer" in request.headers:
+        check_same_origin(request)
 
 
 def _serializer(request: Request) -> URLSafeTimedSerializer:

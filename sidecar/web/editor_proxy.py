@@ -11,6 +11,7 @@ are answered here instead.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -70,6 +71,9 @@ MAX_REPLAY_BYTES = 1024 * 1024
 # The editor's self-service pages, replaced by the sidecar's request-access page (and Authentik's recovery).
 SELF_SERVICE = ("/register", "/forgot-password", "/reset-password")
 EMAIL_SETTINGS = "/api/webeditor/email/"
+# The editor's Web Users writes that name an existing account (JSON `{"username": ...}`).
+SERVICE_ACCOUNT_WRITES = ("/api/webeditor/users/update", "/api/webeditor/users/delete")
+MAX_USER_WRITE_BYTES = 64 * 1024
 SIGN_OUT_PAGE = (
     "<!doctype html><title>Sign out</title>"
     '<form method="post" action="/auth/logout"><p>Sign out of the video site?</p>'
@@ -95,7 +99,7 @@ async def proxy(request: Request) -> Response:
     svc = services(request)
     bridge = _bridge(request)
     if bridge is not None:
-        replaced = _replaced_by_sidecar(request, svc.settings)
+        replaced = _replaced_by_sidecar(request, svc.settings) or await _service_account_guard(request, svc.settings)
         if replaced is not None:
             return replaced
     if request.method not in SAFE_METHODS:
@@ -187,6 +191,28 @@ def _replaced_by_sidecar(request: Request, settings: Settings) -> Response | Non
     if path == "/change_password":
         # Changing the service account's password in the editor would lock every admin out of it.
         return JSONResponse({"error": "passwords are managed in the sidecar/Authentik"}, status_code=403)
+    return None
+
+
+async def _service_account_guard(request: Request, settings: Settings) -> Response | None:
+    """The editor's Web Users API can demote or delete any of its users, the sidecar's service account included,
+    which would lock every admin out at the editor's next restart: such a request is refused, others go through."""
+    path = request.url.path.rstrip("/")
+    if request.method != "POST" or path not in SERVICE_ACCOUNT_WRITES:
+        return None
+    announced = request.headers.get("content-length", "")
+    if not announced.isdigit() or int(announced) > MAX_USER_WRITE_BYTES:
+        return JSONResponse({"error": "the editor's user changes must be small JSON objects"}, status_code=400)
+    try:
+        data = json.loads(await request.body())
+    except ValueError:
+        data = None
+    username = data.get("username") if isinstance(data, dict) else None
+    if not isinstance(username, str):
+        return JSONResponse({"error": "username must be a string", "field": "username"}, status_code=400)
+    if username.strip() == (settings.editor_username or "").strip():
+        message = "the sidecar signs in to the editor with this account; it cannot be changed or deleted here"
+        return JSONResponse({"error": message, "field": "username"}, status_code=403)
     return None
 
 

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sidecar.errors import BadRequest, Unauthorized
+from sidecar.media_auth import encodable
 from sidecar.web.callback import require_mediamtx_peer
 from sidecar.web.context import services
 
@@ -48,7 +49,7 @@ async def hook(request: Request) -> Response:
     if not isinstance(raw, dict):
         raise BadRequest("body must be a JSON object")
     fields = {name: raw.get(name, "") for name in HOOK_FIELDS}
-    if not all(isinstance(value, str) and len(value) <= 1024 for value in fields.values()):
+    if not all(isinstance(value, str) and len(value) <= 1024 and encodable(value) for value in fields.values()):
         raise BadRequest("hook fields must be strings of at most 1024 characters")
     if not fields["path"]:
         raise BadRequest("path is required", field="path")

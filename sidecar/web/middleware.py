@@ -1,4 +1,5 @@
-"""ASGI middleware: request latency for the metrics, and a body-size cap that answers in the API's JSON shape."""
+"""ASGI middleware: request latency for the metrics, a body-size cap that answers in the API's JSON shape, and the
+headers that keep every answer out of other sites' frames."""
 
 from __future__ import annotations
 
@@ -67,3 +68,56 @@ class BodyLimit:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(TOO_LARGE)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": TOO_LARGE})
+
+
+# No page of the sidecar (nor of the editor behind it) is meant to be framed: a frame on another site could dress a
+# button of ours (deactivate, approve, revoke) as something else (clickjacking).
+FRAME_HEADERS = (
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+)
+
+
+class SecurityHeaders:
+    """Adds `FRAME_HEADERS` to every answer that lacks them; a page of the editor that sends its own policy keeps
+    it byte for byte (X-Frame-Options still keeps it out of frames)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                for name, value in FRAME_HEADERS:
+                    if name not in present:
+                        headers.append((name, value))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+BAD_PATH = json.dumps({"error": "the path must not contain control characters"}).encode()
+
+
+class ControlCharacters:
+    """Refuse a decoded path holding control characters (`/metrics%0a`): routes match with `$`, which also
+    matches before a final newline, so such a path could reach a route that a proxy in front matched differently."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].isprintable():
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(BAD_PATH)).encode())]
+            await send({"type": "http.response.start", "status": 400, "headers": headers})
+            await send({"type": "http.response.body", "body": BAD_PATH})
+            return
+        await self.app(scope, receive, send)

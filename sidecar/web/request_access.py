@@ -57,15 +57,15 @@ async def submit_request(request: Request) -> Response:
     except SidecarError as error:
         return await _form_page(request, values, error.message, error.status)
     if values["website"]:  # a bot filled the hidden field: look the same, keep nothing
-        return _public(page(request, "request_access_done.html", {}))
+        return _public(page(request, "request_access_done.html", {"confirming": requests.mailer.configured}))
     try:
         found = await requests.check(values)
-        requests.throttle(client_ip(request), found.email)
+        requests.throttle(client_ip(request))
     except SidecarError as error:
         return await _form_page(request, values, error.message, error.status)
     await requests.submit(found, client_ip(request))
     await requests.mailer.flush()
-    return _public(page(request, "request_access_done.html", {}))
+    return _public(page(request, "request_access_done.html", {"confirming": requests.mailer.configured}))
 
 
 def _request_id(request: Request) -> int:
@@ -129,6 +129,21 @@ async def review_link(request: Request) -> Response:
     return _public(RedirectResponse(f"/users#request-{used}", status_code=303))
 
 
+async def confirm_page(request: Request) -> Response:
+    """The link in the confirmation mail shows a button; only the POST confirms (mail scanners follow links)."""
+    if services(request).access_requests.confirm_target(request.path_params["secret"]) is None:
+        return _gone(request)
+    return _public(page(request, "request_access_confirm.html", {"done": False}))
+
+
+async def confirm(request: Request) -> Response:
+    check_same_origin(request)
+    if await services(request).access_requests.confirm(request.path_params["secret"]) is None:
+        return _gone(request)
+    await services(request).access_requests.mailer.flush()
+    return _public(page(request, "request_access_confirm.html", {"done": True}))
+
+
 async def set_password_page(request: Request) -> Response:
     username = services(request).access_requests.link_user(request.path_params["secret"])
     if username is None:
@@ -162,6 +177,8 @@ routes = [
     Route("/api/v1/access-requests/{id}/approve", approve_request, methods=["POST"]),
     Route("/api/v1/access-requests/{id}/reject", reject_request, methods=["POST"]),
     Route("/request-access/review/{secret}", review_link, methods=["GET"]),
+    Route("/request-access/confirm/{secret}", confirm_page, methods=["GET"]),
+    Route("/request-access/confirm/{secret}", confirm, methods=["POST"]),
     Route("/request-access/set-password/{secret}", set_password_page, methods=["GET"]),
     Route("/request-access/set-password/{secret}", set_password, methods=["POST"]),
 ]

@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sidecar.share_links import GONE
-from sidecar.web.context import check_same_origin, client_ip, json_object, require, services
+from sidecar.web.context import check_browser_origin, client_ip, json_object, require, services
 from sidecar.web.templating import page
 
 # The secret is in the page's URL: never send it as a Referer to another origin (the HLS server), never cache it.
@@ -48,7 +48,7 @@ async def share_page(request: Request) -> Response:
     """The player page; unknown, expired and revoked links all get the same 404 page."""
     svc = services(request)
     secret = request.path_params["secret"]
-    link = svc.share_links.find(secret)
+    link = await svc.share_links.find(secret)
     if link is None:
         response = page(request, "error.html", {"status": 404, "message": GONE}, status_code=404)
     else:
@@ -68,10 +68,9 @@ async def share_page(request: Request) -> Response:
 
 async def share_token(request: Request) -> Response:
     """A playback token for the link's stream. No session, hence no CSRF token; browsers must be same-origin."""
-    if "origin" in request.headers:
-        check_same_origin(request)
+    check_browser_origin(request)
     svc = services(request)
-    link, issued = svc.share_links.token(request.path_params["secret"], client_ip(request))
+    link, issued = await svc.share_links.token(request.path_params["secret"], client_ip(request))
     body = {"token": issued.token, "expires_at": issued.expires_at, "path": link.path}
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 

@@ -27,7 +27,9 @@ async def playback_token(request: Request) -> Response:
             # Say nothing about why: the reason would tell a viewer which rule or groups guard the path.
             raise Forbidden("you may not watch this stream")
         permissions = playback_permissions(who, path)
-    issued = svc.tokens.issue(who.username, permissions, sorted(who.groups), service=who.source == "api_key")
+    # Only groups that grant anything here travel in the token (never tak_* and the like).
+    groups = svc.roles.granting(who.groups)
+    issued = svc.tokens.issue(who.username, permissions, groups, service=who.source == "api_key")
     return JSONResponse({"token": issued.token, "expires_at": issued.expires_at})
 
 

@@ -1,0 +1,113 @@
+"""A person's groups and standing as the directory holds them now, cached briefly.
+
+In authentik mode the outpost's `X-Authentik-Groups` header only says who signed in: it joins group names with `|`,
+so a group named `tak_ops|vid_admin` reads as two groups there. Roles and streams are therefore granted from the
+groups Authentik's API lists for that person (exact names), reused for `SIDECAR_GROUP_CACHE_SECONDS` and forgotten
+as soon as the sidecar itself changes that person. Share links use the same lookup for their creator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sidecar.directory import Directory, DirectoryError
+from sidecar.errors import Unavailable
+from sidecar.identity import Principal, RolePolicy
+
+log = logging.getLogger("sidecar.group_lookup")
+# While the directory cannot be reached, what it said within this long still counts; after that, nothing does.
+STALE_SECONDS = 3600.0
+MAX_ENTRIES = 20_000
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the directory says about one person right now."""
+
+    groups: tuple[str, ...]
+    active: bool
+    superuser: bool
+    email: str = ""
+    name: str = ""
+
+
+class GroupLookup:
+    def __init__(
+        self,
+        directory: Directory,
+        roles: RolePolicy,
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.directory = directory
+        self.roles = roles
+        self.ttl = ttl
+        self.clock = clock
+        self._cache: OrderedDict[str, tuple[float, Standing | None]] = OrderedDict()
+        self._pending: dict[str, asyncio.Future[Standing | None]] = {}
+
+    def forget(self, username: str) -> None:
+        """The sidecar changed this person: their next request reads the directory again."""
+        self._cache.pop(username, None)
+
+    async def standing(self, username: str) -> Standing | None:
+        """The person's current groups and state; None when the directory has no such person."""
+        now = self.clock()
+        cached = self._cache.get(username)
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        pending = self._pending.get(username)
+        if pending is not None:  # one directory call for a burst of requests by the same person
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Standing | None] = asyncio.get_running_loop().create_future()
+        self._pending[username] = future
+        try:
+            found = await self._read(username, cached, now)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved here, so a future nobody else awaited does not warn
+            raise
+        else:
+            future.set_result(found)
+            return found
+        finally:
+            del self._pending[username]
+
+    async def _read(self, username: str, cached: tuple[float, Standing | None] | None, now: float) -> Standing | None:
+        try:
+            user = await self.directory.get_user(username)
+        except DirectoryError as error:
+            if cached is not None and now - cached[0] < STALE_SECONDS:
+                log.warning("using %s's groups from %.0f s ago: %s", username, now - cached[0], error)
+                return cached[1]
+            raise Unavailable(f"your groups cannot be confirmed right now ({error}); try again shortly") from error
+        found = None
+        if user is not None:
+            found = Standing(user.groups, user.is_active, user.superuser, user.email, user.name)
+        self._cache[username] = (self.clock(), found)
+        self._cache.move_to_end(username)
+        while len(self._cache) > MAX_ENTRIES:
+            self._cache.popitem(last=False)
+        return found
+
+    async def confirm(self, claimed: Principal) -> Principal:
+        """The principal the outpost named, with the groups, name and email the directory holds for them (none
+        when the directory does not know them or they are inactive)."""
+        standing = await self.standing(claimed.username)
+        if standing is None or not standing.active:
+            return self.roles.principal(claimed.username, (), source=claimed.source, uid=claimed.uid)
+        groups = frozenset(standing.groups)
+        return self.roles.principal(
+            claimed.username,
+            groups,
+            source=claimed.source,
+            email=standing.email or claimed.email,
+            name=standing.name or claimed.name,
+            uid=claimed.uid,
+            directory_admin=standing.superuser or bool(groups & self.roles.directory_admin_groups()),
+        )
