@@ -46,6 +46,17 @@ def run_checks(settings: Settings) -> list[tuple[bool, str]]:
         (bool(settings.trusted_proxies), f"trusted proxies: {', '.join(settings.trusted_proxies) or 'none'}")
     )
     results.append((bool(settings.admin_groups), f"admin groups: {', '.join(settings.admin_groups) or 'none'}"))
+    if settings.smtp_host:
+        # Mailed links (request confirmations, reviews, passwords) are built from this, never from a request's Host.
+        results.append(
+            (
+                bool(settings.public_url),
+                f"public URL for mailed links: {settings.public_url}"
+                if settings.public_url
+                else "SIDECAR_PUBLIC_URL is required with SIDECAR_SMTP_HOST: without it no mailed link works and "
+                "access requests cannot be confirmed by email",
+            )
+        )
     if not settings.data_dir.is_dir():
         results.append((False, f"data dir {settings.data_dir} is missing: run `sidecar bootstrap`"))
         results.append(_caddy())
@@ -70,7 +81,8 @@ def run_checks(settings: Settings) -> list[tuple[bool, str]]:
                         admins > 0,
                         f"{admins} active admin(s)"
                         if admins
-                        else "no active admin: run `sidecar bootstrap` or set one at /auth/login",
+                        else "no active admin: run `sidecar bootstrap` (a data dir that never held an account) or "
+                        "`sidecar users set-password USERNAME --password-stdin --admin`",
                     )
                 )
         finally:

@@ -79,7 +79,7 @@ def load_secrets(settings: Settings) -> tuple[Secrets, list[str]]:
 def loose_secret_files(settings: Settings) -> list[Path]:
     """Secret files that group or others can read."""
     loose = []
-    for name in SECRET_FILES:
+    for name in (*SECRET_FILES, "setup_secret"):
         path = secret_path(settings, name)
         if path.exists() and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             loose.append(path)

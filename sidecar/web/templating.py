@@ -12,6 +12,12 @@ from starlette.templating import Jinja2Templates
 from sidecar import __version__
 
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
+# The sidecar's pages load only their own module scripts (hls.js may start a worker from a blob): anything a stored
+# value might smuggle into a page as markup cannot run, on top of autoescaping and textContent-only rendering.
+PAGE_POLICY = (
+    "script-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 templates.env.globals["version"] = __version__
 
 
@@ -19,4 +25,6 @@ def page(request: Request, name: str, context: dict[str, Any], status_code: int 
     """Render a page with what every layout needs: who is asking and whether a local sign-out exists."""
     services = request.app.state.services
     full = {"who": getattr(request.state, "principal", None), "signout": services.sessions is not None, **context}
-    return templates.TemplateResponse(request, name, full, status_code=status_code)
+    response = templates.TemplateResponse(request, name, full, status_code=status_code)
+    response.headers["Content-Security-Policy"] = PAGE_POLICY
+    return response
