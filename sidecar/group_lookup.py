@@ -50,10 +50,14 @@ class GroupLookup:
         self.clock = clock
         self._cache: OrderedDict[str, tuple[float, Standing | None]] = OrderedDict()
         self._pending: dict[str, asyncio.Future[Standing | None]] = {}
+        self._changes: dict[str, int] = {}  # how often the sidecar changed each person (bounded by the people)
 
     def forget(self, username: str) -> None:
-        """The sidecar changed this person: their next request reads the directory again."""
+        """The sidecar changed this person: their next request reads the directory again (and an answer already on
+        its way, read before the change, is not kept)."""
         self._cache.pop(username, None)
+        self._pending.pop(username, None)
+        self._changes[username] = self._changes.get(username, 0) + 1
 
     async def standing(self, username: str) -> Standing | None:
         """The person's current groups and state; None when the directory has no such person."""
@@ -62,23 +66,25 @@ class GroupLookup:
         if cached is not None and now - cached[0] < self.ttl:
             return cached[1]
         pending = self._pending.get(username)
-        if pending is not None:  # one directory call for a burst of requests by the same person
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Standing | None] = asyncio.get_running_loop().create_future()
-        self._pending[username] = future
-        try:
-            found = await self._read(username, cached, now)
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # retrieved here, so a future nobody else awaited does not warn
-            raise
-        else:
-            future.set_result(found)
-            return found
-        finally:
-            del self._pending[username]
+        if pending is None:
+            # One directory call for a burst of requests by the same person, run as a task of its own so that a
+            # caller who gives up (a closed connection) does not cancel it for the others.
+            pending = asyncio.ensure_future(self._read(username, cached, now))
+            self._pending[username] = pending
+            pending.add_done_callback(self._settled(username))
+        return await asyncio.shield(pending)
+
+    def _settled(self, username: str) -> Callable[[asyncio.Future[Standing | None]], None]:
+        def settled(done: asyncio.Future[Standing | None]) -> None:
+            if self._pending.get(username) is done:
+                del self._pending[username]
+            if not done.cancelled():
+                done.exception()  # retrieved, whoever still waits for it
+
+        return settled
 
     async def _read(self, username: str, cached: tuple[float, Standing | None] | None, now: float) -> Standing | None:
+        changes = self._changes.get(username, 0)
         try:
             user = await self.directory.get_user(username)
         except DirectoryError as error:
@@ -89,10 +95,11 @@ class GroupLookup:
         found = None
         if user is not None:
             found = Standing(user.groups, user.is_active, user.superuser, user.email, user.name)
-        self._cache[username] = (self.clock(), found)
-        self._cache.move_to_end(username)
-        while len(self._cache) > MAX_ENTRIES:
-            self._cache.popitem(last=False)
+        if self._changes.get(username, 0) == changes:  # else the sidecar changed them meanwhile: read again next time
+            self._cache[username] = (self.clock(), found)
+            self._cache.move_to_end(username)
+            while len(self._cache) > MAX_ENTRIES:
+                self._cache.popitem(last=False)
         return found
 
     async def confirm(self, claimed: Principal) -> Principal:
