@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -18,7 +19,7 @@ from limits.strategies import MovingWindowRateLimiter
 from sidecar.directory.base import Conflict, DirectoryError, InvalidName, validate_username
 from sidecar.errors import BadRequest, NotFoundError, TooManyRequests
 from sidecar.keys import digest
-from sidecar.mailer import Mailer
+from sidecar.mailer import Mailer, valid_email
 from sidecar.passwords import check_strength
 from sidecar.settings import Settings
 from sidecar.store import Store
@@ -29,23 +30,19 @@ STALE_APPROVAL_SECONDS = 300  # an approval still "approving" after this was int
 CONFIRM_MAILS_PER_HOUR = 3  # confirmation mails one address gets, whoever typed it in
 CONFIRM_TTL_SECONDS = 24 * 3600
 GROUPS_CACHE_SECONDS = 60.0
+GROUPS_FAILURE_SECONDS = 10.0
 LINK_TTL_SECONDS = 72 * 3600
 REVIEW_TTL_SECONDS = 7 * 24 * 3600
 ADMIN_SCAN_PAGES = 50  # at most 50 pages of 100 directory users are read to find the admins' addresses
 LIMITS = {"name": 200, "username": 150, "email": 254, "org": 200, "reason": 2000}
 REQUIRED = ("name", "username", "email", "reason")
 PUBLIC_ACTOR = "public"
-_EMAIL = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
-)
 _SECRET = re.compile(r"[A-Za-z0-9_-]{32,128}")
 log = logging.getLogger("sidecar.access_requests")
 
 
-def valid_email(value: str) -> bool:
-    local, _, _ = value.partition("@")
-    return len(value) <= LIMITS["email"] and len(local) <= 64 and _EMAIL.fullmatch(value) is not None
+def _lines(value: object) -> list[str]:
+    return str(value).splitlines() or [""]
 
 
 @dataclass(frozen=True)
@@ -92,26 +89,29 @@ class AccessRequests:
         self.settings = settings
         self.clock = clock
         self.per_ip = parse(RATE_PER_IP)
-        self._groups: tuple[float, list[str]] | None = None
+        self._groups: tuple[float, list[str]] | None = None  # (valid until, names)
+        self._groups_lock = asyncio.Lock()
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
 
     async def requestable_groups(self) -> list[str]:
         """Prefixed groups someone may ask for (never admin groups); empty when the directory cannot say.
 
-        The public form reads this on every view: the answer is reused for `GROUPS_CACHE_SECONDS`, so anonymous
-        page loads cannot turn into a stream of directory calls.
+        The public form reads this on every view: one directory call at a time fills the answer, which is reused for
+        `GROUPS_CACHE_SECONDS` (a failure for `GROUPS_FAILURE_SECONDS`), so anonymous page loads, however many and
+        however concurrent, cannot turn into a stream of directory calls.
         """
-        now = time.monotonic()
-        if self._groups is not None and now - self._groups[0] < GROUPS_CACHE_SECONDS:
+        async with self._groups_lock:
+            now = time.monotonic()
+            if self._groups is None or now >= self._groups[0]:
+                try:
+                    groups = await self.users.list_groups()
+                except DirectoryError:
+                    self._groups = (time.monotonic() + GROUPS_FAILURE_SECONDS, [])
+                else:
+                    admin = set(self.settings.admin_groups)
+                    names = [group.name for group in groups if group.name not in admin]
+                    self._groups = (time.monotonic() + GROUPS_CACHE_SECONDS, names)
             return self._groups[1]
-        try:
-            groups = await self.users.list_groups()
-        except DirectoryError:
-            return []
-        admin = set(self.settings.admin_groups)
-        names = [group.name for group in groups if group.name not in admin]
-        self._groups = (now, names)
-        return names
 
     async def check(self, form: dict[str, str]) -> Submission:
         values = {key: form.get(key, "").strip() for key in (*LIMITS, "group")}
@@ -121,7 +121,9 @@ class AccessRequests:
         for key, limit in LIMITS.items():
             if len(values[key]) > limit or any(ord(char) < 32 and char not in "\r\n\t" for char in values[key]):
                 raise BadRequest(f"{key} must be at most {limit} characters of text", field=key)
-            if key != "reason" and any(char in "\r\n" for char in values[key]):
+            # Any line break (U+2028, U+0085 too) or invisible control in a one-line field would start a line of its
+            # own in the admins' email.
+            if key != "reason" and not values[key].isprintable():
                 raise BadRequest(f"{key} must be one line", field=key)
         try:
             validate_username(values["username"])
@@ -178,48 +180,64 @@ class AccessRequests:
         return self.settings.public_url.rstrip("/")
 
     async def submit(self, found: Submission, ip: str) -> int:
-        """Store a new request (a repeat of an open one with the same username and email changes nothing) and,
-        with SMTP configured, mail the requester a confirmation link: admins see the request only once the
-        requester has shown the address is theirs. Without SMTP the request goes to the admins at once, marked
-        unconfirmed, and no mail ever goes to its address."""
+        """Store the request and, with SMTP configured, mail the requester a confirmation link: admins see a request
+        only once the requester has shown the address is theirs. Without SMTP the request goes to the admins at
+        once, marked unconfirmed, and no mail ever goes to its address.
+
+        A submission never changes another: the same form sent again is the same request (with a fresh link if
+        none is still valid), anything else is a request of its own, even for the same username and email.
+        """
         confirming = self.mailer.configured
         now = self.clock()
         with self.store.transaction() as db:
-            existing = self.store.open_access_request(db, found.username, found.email)
-            if existing is not None:
-                detail = {"id": existing, "email": found.email, "ip": ip}
+            fields = {
+                "username": found.username,
+                "email": found.email,
+                "name": found.name,
+                "org": found.org,
+                "reason": found.reason,
+                "requested_group": found.requested_group,
+            }
+            same = self.store.same_open_access_request(db, **fields)
+            if same is not None:
+                request_id = int(same["id"])
+                detail = {"id": request_id, "email": found.email, "ip": ip}
                 self.store.audit(db, PUBLIC_ACTOR, "access.request_repeated", found.username, detail)
-                return existing
+                if same["status"] == "unconfirmed" and not self.store.confirm_link_outstanding(db, request_id, now):
+                    self._send_confirmation(db, request_id, found, now)  # the first never came, or expired
+                return request_id
             request_id = self.store.insert_access_request(
-                db,
-                username=found.username,
-                email=found.email,
-                name=found.name,
-                org=found.org,
-                reason=found.reason,
-                requested_group=found.requested_group,
-                status="unconfirmed" if confirming else "pending",
-                now=now,
+                db, **fields, status="unconfirmed" if confirming else "pending", now=now
             )
             detail = {"id": request_id, "email": found.email, "ip": ip, "confirming": confirming}
             self.store.audit(db, PUBLIC_ACTOR, "access.request", found.username, detail)
-            if not confirming:
-                return request_id
-            if self.store.confirm_links_sent(db, found.email, now - 3600) >= CONFIRM_MAILS_PER_HOUR:
-                self.store.audit(db, PUBLIC_ACTOR, "access.confirm_capped", found.username, {"id": request_id})
-                return request_id
-            secret = secrets.token_urlsafe(32)
-            self.store.insert_confirm_link(db, digest(secret), request_id, found.email, now, now + CONFIRM_TTL_SECONDS)
-            self.mailer.enqueue(
-                db,
-                found.email,
-                "Confirm your request for stream access",
-                "Someone asked for stream access with this email address, as the user "
-                f"{found.username}.\n\nIf that was you, confirm the request here (the link works once, for 24 "
-                f"hours); only then is it sent to the administrators:\n{self._base()}/request-access/confirm/{secret}"
-                "\n\nIf it was not you, ignore this email: nothing happens without the confirmation.\n",
-            )
+            if confirming:
+                self._send_confirmation(db, request_id, found, now)
         return request_id
+
+    def _send_confirmation(self, db: sqlite3.Connection, request_id: int, found: Submission, now: float) -> None:
+        """A confirmation link for the request, unless its address had its share of them this hour."""
+        if self.store.confirm_links_sent(db, found.email, now - 3600) >= CONFIRM_MAILS_PER_HOUR:
+            self.store.audit(db, PUBLIC_ACTOR, "access.confirm_capped", found.username, {"id": request_id})
+            return
+        secret = secrets.token_urlsafe(32)
+        self.store.insert_confirm_link(db, digest(secret), request_id, found.email, now, now + CONFIRM_TTL_SECONDS)
+        self.mailer.enqueue(
+            db,
+            found.email,
+            "Confirm your request for stream access",
+            "Someone asked for stream access with this email address, as the user "
+            f"{found.username}.\n\nIf that was you, open this link (it works once, for 24 hours), check that the "
+            "request shown there is yours and confirm it; only then is it sent to the administrators:\n"
+            f"{self._base()}/request-access/confirm/{secret}\n\n"
+            "If it was not you, ignore this email: nothing happens without the confirmation.\n",
+        )
+
+    def confirmable(self, secret: str) -> dict[str, Any] | None:
+        """What a valid confirmation link would confirm, to show before the requester confirms it."""
+        request_id = self.confirm_target(secret)
+        row = None if request_id is None else self.store.access_request(request_id)
+        return None if row is None else _row(row)
 
     def confirm_target(self, secret: str) -> int | None:
         """The request a confirmation link points at, if the link is valid (unknown, used and expired look alike)."""
@@ -257,8 +275,9 @@ class AccessRequests:
             "Organisation": row["org"],
             "Group asked for": row["requested_group"] or "-",
         }
-        quoted = "\n".join(f"  | {label}: {value}" for label, value in typed.items())
-        reason = "\n".join(f"  | {line}" for line in str(row["reason"]).splitlines() or [""])
+        # Every line of every typed value is quoted, whatever separates lines in it (U+2028 and NEL included).
+        quoted = "\n".join(f"  | {label}: {line}" for label, value in typed.items() for line in _lines(value))
+        reason = "\n".join(f"  | {line}" for line in _lines(row["reason"]))
         base = self._base()
         return (
             f"New access request #{row['id']}.\n\n"

@@ -90,12 +90,15 @@ class AuthentikGroup:
     pk: str
     name: str
     member_count: int = 0
+    is_superuser: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AuthentikGroup:
         users = data.get("users")
         count = len(users) if isinstance(users, list) else 0
-        return cls(pk=_str(data, "pk"), name=_str(data, "name"), member_count=count)
+        # Anything but a plain false counts as a superuser group (joining it makes a directory administrator).
+        superuser = data.get("is_superuser") is not False
+        return cls(pk=_str(data, "pk"), name=_str(data, "name"), member_count=count, is_superuser=superuser)
 
 
 StageKind = Literal["identification", "email", "prompt/stages", "user_write", "user_login"]

@@ -8,7 +8,8 @@ import asyncio
 import hmac
 
 from sidecar.directory import User
-from sidecar.errors import Forbidden
+from sidecar.directory.base import InvalidName, validate_username
+from sidecar.errors import BadRequest, Forbidden
 from sidecar.keys import ensure_secret, secret_path
 from sidecar.passwords import check_strength
 from sidecar.settings import Settings
@@ -59,7 +60,7 @@ async def make_first_admin(users: UserAdmin, settings: Settings, username: str, 
     await users.create_group(group, actor=actor)
     user = await users.add_user(username, [group], password, actor=actor)
     with users.store.transaction() as db:
-        users.store.set_meta(db, CLAIMED, "1")
+        users.store.claim_meta(db, CLAIMED)
     return user
 
 
@@ -90,9 +91,22 @@ class FirstAdmin:
             if not hmac.compare_digest(secret.encode(), expected.encode()):
                 attempt.fail()
                 raise Forbidden(WRONG_SECRET)
-        async with self._lock:  # two claims at once: the second finds the step closed
-            if not never_had_admin(self.store):
-                raise Forbidden(CLOSED)
-            user = await make_first_admin(self.users, self.settings, username, password, actor="first-admin")
+        check_strength(password)  # before the step is taken, so a refused password leaves it open
+        try:
+            validate_username(username)
+        except InvalidName as error:
+            raise BadRequest(str(error), field="username") from error
+        async with self._lock:
+            # Taken in one transaction: of two claims at once, in this process or another, one wins.
+            with self.store.transaction() as db:
+                if self.store.count_users() != 0 or not self.store.claim_meta(db, CLAIMED):
+                    raise Forbidden(CLOSED)
+            try:
+                user = await make_first_admin(self.users, self.settings, username, password, actor="first-admin")
+            except BaseException:
+                with self.store.transaction() as db:
+                    if self.store.count_users() == 0:  # nothing was made: the step stays open
+                        self.store.delete_meta(db, CLAIMED)
+                raise
         secret_path(self.settings, SETUP_SECRET).unlink(missing_ok=True)
         return user

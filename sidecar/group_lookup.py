@@ -61,18 +61,24 @@ class GroupLookup:
 
     async def standing(self, username: str) -> Standing | None:
         """The person's current groups and state; None when the directory has no such person."""
-        now = self.clock()
-        cached = self._cache.get(username)
-        if cached is not None and now - cached[0] < self.ttl:
-            return cached[1]
-        pending = self._pending.get(username)
-        if pending is None:
-            # One directory call for a burst of requests by the same person, run as a task of its own so that a
-            # caller who gives up (a closed connection) does not cancel it for the others.
-            pending = asyncio.ensure_future(self._read(username, cached, now))
-            self._pending[username] = pending
-            pending.add_done_callback(self._settled(username))
-        return await asyncio.shield(pending)
+        while True:
+            now = self.clock()
+            cached = self._cache.get(username)
+            if cached is not None and now - cached[0] < self.ttl:
+                return cached[1]
+            changes = self._changes.get(username, 0)
+            pending = self._pending.get(username)
+            if pending is None:
+                # One directory call for a burst of requests by the same person, run as a task of its own so that a
+                # caller who gives up (a closed connection) does not cancel it for the others.
+                pending = asyncio.ensure_future(self._read(username, cached, now))
+                self._pending[username] = pending
+                pending.add_done_callback(self._settled(username))
+            found = await asyncio.shield(pending)
+            if self._changes.get(username, 0) == changes:
+                return found
+            # The sidecar changed this person while the answer was on its way: it may predate the change (a token
+            # issued from it would outlive the revocation), so read again.
 
     def _settled(self, username: str) -> Callable[[asyncio.Future[Standing | None]], None]:
         def settled(done: asyncio.Future[Standing | None]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import smtplib
 import sqlite3
 import ssl
@@ -18,6 +19,22 @@ log = logging.getLogger("sidecar.mail")
 SMTP_TIMEOUT = 10.0
 MAX_BACKOFF = 3600.0
 FIRST_BACKOFF = 30.0
+
+
+_EMAIL = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
+EMAIL_LIMIT = 254
+
+
+def valid_email(value: str) -> bool:
+    """A plain address: no display name, no comments, and no RFC 2047 encoded word (`=?utf-8?q?...?=`), which
+    email libraries decode when the address becomes a header, line breaks and all."""
+    local, _, _ = value.partition("@")
+    if len(value) > EMAIL_LIMIT or len(local) > 64 or "=?" in value or "?=" in value:
+        return False
+    return _EMAIL.fullmatch(value) is not None
 
 
 def header_safe(value: str, limit: int = 200) -> str:
@@ -49,7 +66,10 @@ class Mailer:
                 self._told_off = True
                 log.info("SIDECAR_SMTP_HOST is not set: emails are skipped")
             return False
-        self.store.enqueue_mail(db, header_safe(recipient, 254), header_safe(subject), body, self.clock())
+        if not valid_email(recipient):
+            log.warning("an email to an address that is not a plain address was not queued")
+            return False
+        self.store.enqueue_mail(db, recipient, header_safe(subject), body, self.clock())
         return True
 
     async def flush(self) -> int:
@@ -66,11 +86,18 @@ class Mailer:
         return sent
 
     async def _send(self, row: sqlite3.Row) -> int:
-        message = EmailMessage()
-        message["From"] = header_safe(self.settings.smtp_from, 254)
-        message["To"] = header_safe(row["recipient"], 254)
-        message["Subject"] = header_safe(row["subject"])
-        message.set_content(row["body"])
+        try:
+            message = EmailMessage()
+            message["From"] = header_safe(self.settings.smtp_from, 254)
+            message["To"] = header_safe(row["recipient"], 254)
+            message["Subject"] = header_safe(row["subject"])
+            message.set_content(row["body"])
+        except ValueError as error:
+            # A message that cannot even be built never will be: set it aside, so it cannot hold up the rest.
+            with self.store.transaction() as db:
+                self.store.mail_given_up(db, row["id"], f"cannot be built: {error}", self.clock())
+            log.warning("email %s set aside: it cannot be built (%s)", row["id"], error)
+            return 0
         try:
             await asyncio.to_thread(self._deliver, message)
         except (OSError, smtplib.SMTPException, ValueError) as error:

@@ -73,11 +73,11 @@ class AuthentikNotConnected(Directory):
         await self._fail()
         return False
 
-    async def remove_from_group(self, username: str, group: str) -> bool:
+    async def remove_from_group(self, username: str, group: str, *, keep_one_of: Sequence[str] = ()) -> bool:
         await self._fail()
         return False
 
-    async def set_active(self, username: str, active: bool) -> None:
+    async def set_active(self, username: str, active: bool, *, keep_one_of: Sequence[str] = ()) -> None:
         await self._fail()
 
     async def set_password(self, username: str, password: str) -> None:

@@ -432,6 +432,13 @@ class Store:
             (key, value),
         )
 
+    def claim_meta(self, db: sqlite3.Connection, key: str) -> bool:
+        """Set `key` once: True for the one transaction that set it, False for every later one."""
+        return db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, '1')", (key,)).rowcount > 0
+
+    def delete_meta(self, db: sqlite3.Connection, key: str) -> None:
+        db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     # -- signing keys -----------------------------------------------------------------------------------------
     def signing_keys(self) -> list[sqlite3.Row]:
         return self._read("SELECT * FROM signing_keys ORDER BY sign_from, created_at")
@@ -613,14 +620,24 @@ class Store:
         rows = self._read("SELECT * FROM access_requests WHERE id = ?", (request_id,))
         return rows[0] if rows else None
 
-    def open_access_request(self, db: sqlite3.Connection, username: str, email: str) -> int | None:
-        """The id of an undecided request (confirmed or not) with exactly this username and email."""
-        row = db.execute(
-            "SELECT id FROM access_requests WHERE status IN ('unconfirmed', 'pending') AND username = ? AND email = ? "
-            "ORDER BY id LIMIT 1",
-            (username, email),
+    def same_open_access_request(
+        self,
+        db: sqlite3.Connection,
+        *,
+        username: str,
+        email: str,
+        name: str,
+        org: str,
+        reason: str,
+        requested_group: str,
+    ) -> sqlite3.Row | None:
+        """An undecided request (confirmed or not) asking exactly this: a resubmission of the same form."""
+        row: sqlite3.Row | None = db.execute(
+            "SELECT * FROM access_requests WHERE status IN ('unconfirmed', 'pending') AND username = ? AND email = ? "
+            "AND name = ? AND org = ? AND reason = ? AND requested_group = ? ORDER BY id LIMIT 1",
+            (username, email, name, org, reason, requested_group),
         ).fetchone()
-        return None if row is None else int(row[0])
+        return row
 
     def insert_access_request(
         self,
@@ -655,6 +672,13 @@ class Store:
             "INSERT INTO confirm_links(secret_hash, request_id, email, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
             (secret_hash, request_id, email, now, expires_at),
         )
+
+    def confirm_link_outstanding(self, db: sqlite3.Connection, request_id: int, now: float) -> bool:
+        row = db.execute(
+            "SELECT 1 FROM confirm_links WHERE request_id = ? AND used_at IS NULL AND expires_at > ? LIMIT 1",
+            (request_id, now),
+        ).fetchone()
+        return row is not None
 
     def confirm_links_sent(self, db: sqlite3.Connection, email: str, since: float) -> int:
         row = db.execute(
@@ -790,6 +814,10 @@ class Store:
         db.execute(
             "UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = '' WHERE id = ?", (now, mail_id)
         )
+
+    def mail_given_up(self, db: sqlite3.Connection, mail_id: int, error: str, now: float) -> None:
+        """No longer pending (it can never be sent); `last_error` says why."""
+        db.execute("UPDATE outbox SET sent_at = ?, last_error = ? WHERE id = ?", (now, error[:500], mail_id))
 
     def mail_failed(self, db: sqlite3.Connection, mail_id: int, error: str, next_attempt_at: float) -> None:
         db.execute(

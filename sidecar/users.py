@@ -4,12 +4,13 @@ the sidecar may manage, and to changes that leave at least one active admin."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 from sidecar.directory import Directory, Group, User, UserPage
-from sidecar.directory.base import InvalidName
+from sidecar.directory.base import InvalidName, LastActive
 from sidecar.errors import BadRequest, ConflictError, Forbidden, NotFoundError
 from sidecar.identity import Principal, RolePolicy, group_name_problem
 from sidecar.passwords import check_strength
@@ -50,7 +51,8 @@ class UserAdmin:
         self.roles = roles
         self.on_lost_access: Callable[[str, str], None] | None = None  # revocation (set by the wiring)
         self.on_changed: Callable[[str], None] | None = None  # forgets cached groups of that person (wiring)
-        # Checking "another admin remains" and making the change are one step for this process.
+        # Changes that could remove the last admin, one at a time in this process (the local directory also makes
+        # the check and the change one transaction, which other processes wait for).
         self._admin_change = asyncio.Lock()
 
     def _visible(self, user: User) -> User:
@@ -68,6 +70,10 @@ class UserAdmin:
         group = await self.directory.get_group(name)
         if group is None:
             raise NotFoundError(f"unknown group {name!r}", field="group")
+        if group.superuser:
+            # Joining it would make a directory administrator: more than stream access.
+            self._denied(actor, "group.denied", name, {"reason": "superuser group"})
+            raise Forbidden(f"{name} makes its members directory administrators; manage it in the directory itself")
         return group
 
     def account_refusal(self, user: User, by: Actor) -> str | None:
@@ -98,18 +104,6 @@ class UserAdmin:
             raise Forbidden(refusal)
         return user
 
-    async def _keep_an_admin(self, user: User, losing: frozenset[str] | None) -> None:
-        """Refuse a change that would leave no active admin: `losing` is the admin groups the person leaves, or
-        None when they are deactivated."""
-        admin_groups = frozenset(self.roles.admin_groups)
-        held = admin_groups & set(user.groups)
-        if not user.is_active or not held or (losing is not None and held - losing):
-            return  # not an active admin now, or still one afterwards
-        if await self.directory.count_active_members(sorted(admin_groups)) <= 1:
-            raise ConflictError(
-                f"{user.username} is the last active admin; make someone else an admin first", field="username"
-            )
-
     async def list_users(self, search: str = "", page: int = 1, page_size: int = 50) -> UserPage:
         found, _ = await self.list_people(search, page, page_size, None)
         return found
@@ -136,7 +130,7 @@ class UserAdmin:
         return [
             group
             for group in await self.directory.list_groups()
-            if group_name_problem(group.name, self.roles.prefix) is None
+            if group_name_problem(group.name, self.roles.prefix) is None and not group.superuser
         ]
 
     async def create_group(self, name: str, actor: Actor) -> bool:
@@ -172,13 +166,10 @@ class UserAdmin:
         if member:
             changed = await self.directory.add_to_group(username, checked.name)
         else:
-            async with self._admin_change:
-                user = await self.directory.get_user(username)
-                if user is None:
-                    raise NotFoundError(f"no user {username}", field="username")
-                if checked.name in self.roles.admin_groups:
-                    await self._keep_an_admin(user, frozenset({checked.name}))
-                changed = await self.directory.remove_from_group(username, checked.name)
+            async with self._admin_change, self._last_admin():
+                changed = await self.directory.remove_from_group(
+                    username, checked.name, keep_one_of=sorted(self.roles.admin_groups)
+                )
         self._changed(username)
         if changed:
             with self.store.transaction() as db:
@@ -190,11 +181,9 @@ class UserAdmin:
         return changed
 
     async def set_active(self, username: str, active: bool, actor: Actor) -> None:
-        async with self._admin_change:
-            user = await self._account(username, actor, "activate" if active else "deactivate")
-            if not active:
-                await self._keep_an_admin(user, None)
-            await self.directory.set_active(username, active)
+        async with self._admin_change, self._last_admin():
+            await self._account(username, actor, "activate" if active else "deactivate")
+            await self.directory.set_active(username, active, keep_one_of=sorted(self.roles.admin_groups))
         self._changed(username)
         with self.store.transaction() as db:
             self.store.audit(db, actor_name(actor), "user.activate" if active else "user.deactivate", username)
@@ -233,6 +222,15 @@ class UserAdmin:
         await directory.send_recovery_email(username, email_stage)
         with self.store.transaction() as db:
             self.store.audit(db, actor_name(actor), "user.recovery_email", username, {"email_stage": email_stage})
+
+    @staticmethod
+    @asynccontextmanager
+    async def _last_admin() -> AsyncIterator[None]:
+        """A change the directory refused because it would leave no active admin: 409, naming the person."""
+        try:
+            yield
+        except LastActive as error:
+            raise ConflictError(str(error), field="username") from error
 
     def _changed(self, username: str) -> None:
         if self.on_changed is not None:

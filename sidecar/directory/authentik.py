@@ -9,6 +9,7 @@ from sidecar.directory.base import (
     Conflict,
     Directory,
     Group,
+    LastActive,
     NotFound,
     User,
     UserPage,
@@ -44,11 +45,12 @@ class AuthentikDirectory(Directory):
         return UserPage(users=[_user(user) for user in found.users], total=found.total, page=page, page_size=page_size)
 
     async def list_groups(self) -> list[Group]:
-        return [Group(group.name, group.member_count) for group in await self.client.list_groups(self.group_search)]
+        found = await self.client.list_groups(self.group_search)
+        return [Group(group.name, group.member_count, group.is_superuser) for group in found]
 
     async def get_group(self, name: str) -> Group | None:
         found = await self.client.get_group(name)
-        return None if found is None else Group(found.name, found.member_count)
+        return None if found is None else Group(found.name, found.member_count, found.is_superuser)
 
     async def create_group(self, name: str) -> bool:
         if await self.client.get_group(name) is not None:
@@ -81,15 +83,29 @@ class AuthentikDirectory(Directory):
         await self.client.add_user_to_group(found.pk, user.pk)
         return True
 
-    async def remove_from_group(self, username: str, group: str) -> bool:
+    async def remove_from_group(self, username: str, group: str, *, keep_one_of: Sequence[str] = ()) -> bool:
         user, found = await self._require(username, group)
         if found.name not in user.groups:
             return False
+        await self._keep_one(user, keep_one_of, leaving=found.name)
         await self.client.remove_user_from_group(found.pk, user.pk)
         return True
 
-    async def set_active(self, username: str, active: bool) -> None:
-        await self.client.set_user_active((await self._user(username)).pk, active)
+    async def set_active(self, username: str, active: bool, *, keep_one_of: Sequence[str] = ()) -> None:
+        user = await self._user(username)
+        if not active:
+            await self._keep_one(user, keep_one_of, leaving=None)
+        await self.client.set_user_active(user.pk, active)
+
+    async def _keep_one(self, user: AuthentikUser, keep_one_of: Sequence[str], leaving: str | None) -> None:
+        """Authentik has no transaction to do this in: the count is read just before the change (the caller
+        serialises changes within this process)."""
+        keep = set(keep_one_of)
+        held = keep & set(user.groups)
+        if not user.is_active or not held or (leaving is not None and held - {leaving}):
+            return  # not one of them now, or still one afterwards
+        if await self.count_active_members(sorted(keep)) <= 1:
+            raise LastActive(f"{user.username} is the last active admin; make someone else an admin first")
 
     async def set_password(self, username: str, password: str) -> None:
         await self.client.set_password((await self._user(username)).pk, password)

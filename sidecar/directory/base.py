@@ -25,6 +25,10 @@ class InvalidName(DirectoryError):
     pass
 
 
+class LastActive(Conflict):
+    """The change would leave nobody active in the groups that must keep someone (the last admin)."""
+
+
 @dataclass(frozen=True)
 class User:
     username: str
@@ -40,6 +44,7 @@ class User:
 class Group:
     name: str
     member_count: int = 0
+    superuser: bool = False  # its members administer the directory (an Authentik superuser group)
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,13 @@ class Directory(abc.ABC):
         """Add a membership; False when it was already there."""
 
     @abc.abstractmethod
-    async def remove_from_group(self, username: str, group: str) -> bool: ...
+    async def remove_from_group(self, username: str, group: str, *, keep_one_of: Sequence[str] = ()) -> bool:
+        """Remove a membership; False when there was none. With `keep_one_of`, raise LastActive instead of leaving
+        nobody active in those groups when someone was."""
 
     @abc.abstractmethod
-    async def set_active(self, username: str, active: bool) -> None: ...
+    async def set_active(self, username: str, active: bool, *, keep_one_of: Sequence[str] = ()) -> None:
+        """Activate or deactivate; `keep_one_of` as for `remove_from_group`."""
 
     @abc.abstractmethod
     async def set_password(self, username: str, password: str) -> None: ...

@@ -11,6 +11,7 @@ from sidecar.directory.base import (
     Directory,
     DirectoryError,
     Group,
+    LastActive,
     NotFound,
     User,
     UserPage,
@@ -66,10 +67,13 @@ class LocalDirectory(Directory):
             self._require(username, group)
             return self.store.add_membership(db, username, group)
 
-    async def remove_from_group(self, username: str, group: str) -> bool:
+    async def remove_from_group(self, username: str, group: str, *, keep_one_of: Sequence[str] = ()) -> bool:
         with self.store.transaction() as db:
             self._require(username, group)
-            return self.store.remove_membership(db, username, group)
+            before = self.store.admin_count(list(keep_one_of))
+            removed = self.store.remove_membership(db, username, group)
+            self._keep_one(keep_one_of, before, username)
+            return removed
 
     def _require(self, username: str, group: str | None = None) -> None:
         if self.store.get_user(username) is None:
@@ -77,12 +81,19 @@ class LocalDirectory(Directory):
         if group is not None and not self.store.group_exists(group):
             raise NotFound(f"no group {group}")
 
-    async def set_active(self, username: str, active: bool) -> None:
+    async def set_active(self, username: str, active: bool, *, keep_one_of: Sequence[str] = ()) -> None:
         with self.store.transaction() as db:
+            before = self.store.admin_count(list(keep_one_of))
             if not self.store.set_active(db, username, active):
                 raise NotFound(f"no user {username}")
             if not active:
+                self._keep_one(keep_one_of, before, username)
                 self.store.delete_user_sessions(db, username)
+
+    def _keep_one(self, keep_one_of: Sequence[str], before: int, username: str) -> None:
+        """Inside the change's own transaction (which another process's change waits for): counted after it."""
+        if keep_one_of and before > 0 and self.store.admin_count(list(keep_one_of)) == 0:
+            raise LastActive(f"{username} is the last active admin; make someone else an admin first")
 
     async def set_password(self, username: str, password: str) -> None:
         password_hash = await passwords.hash_password(password)

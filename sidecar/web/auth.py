@@ -198,14 +198,18 @@ async def verify(request: Request) -> Response:
         if "text/html" in request.headers.get("accept", "") and role == Role.VIEWER:
             return RedirectResponse("/streams", status_code=302)
         raise Forbidden("the editor is for admins only")
-    headers = {
-        "X-Authentik-Username": user.username,
-        "X-Authentik-Groups": GROUP_SEPARATOR.join(sorted(user.groups)),
-        "X-Authentik-Email": user.email,
-        "X-Authentik-Name": user.name,
-        "X-Authentik-Uid": user.uid,
+    identity = {
+        "x-authentik-username": user.username,
+        "x-authentik-groups": GROUP_SEPARATOR.join(sorted(user.groups)),
+        "x-authentik-email": user.email,
+        "x-authentik-name": user.name,
+        "x-authentik-uid": user.uid,
     }
-    return Response(status_code=200, headers=headers)
+    response = Response(status_code=200)
+    # UTF-8 bytes, as Authentik's outpost sends them: a name like "王伟" must not make every request fail (the sidecar
+    # reads identity headers as UTF-8).
+    response.raw_headers += [(name.encode(), value.encode()) for name, value in identity.items()]
+    return response
 
 
 routes = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -183,4 +184,10 @@ async def json_object(request: Request) -> dict[str, Any]:
         raise BadRequest("body must be a JSON object") from error
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
+    try:
+        # JSON can carry a lone surrogate (`"\ud800"`), which is no text: refused here rather than failing later
+        # wherever the value is encoded (a password check, a database write).
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError as error:
+        raise BadRequest("body must be valid text (it holds a lone surrogate)") from error
     return body

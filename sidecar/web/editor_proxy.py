@@ -307,7 +307,7 @@ def _connection_named(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
 def _request_headers(request: Request, editor_cookie: str | None = None) -> list[tuple[bytes, bytes]]:
     """The browser's headers without identity or credentials; with the bridge, the sidecar's editor session."""
     raw = request.headers.raw
-    drop = HOP_BY_HOP | _connection_named(raw) | {b"host", b"x-api-key"}
+    drop = HOP_BY_HOP | _connection_named(raw) | {b"host", b"x-api-key", b"x-csrf-token"}
     forwarded: list[tuple[bytes, bytes]] = []
     cookies: list[bytes] = []
     for name, value in raw:

@@ -3,6 +3,7 @@ headers that keep every answer out of other sites' frames."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 TOO_LARGE = json.dumps({"error": "Request body too large"}).encode()
+TOO_SLOW = json.dumps({"error": "the request body took too long to arrive"}).encode()
+BODY_SECONDS = 10.0
 
 
 class Timing:
@@ -34,7 +37,9 @@ class BodyLimit:
     """Refuse bodies over the limit: at once when Content-Length says so, else while the body streams in.
 
     The limit is `limit`, or what `limit_for` answers for the request (the editor behind the proxy takes uploads
-    the sidecar's own routes never need).
+    the sidecar's own routes never need). A request to one of the sidecar's own routes is read whole, within
+    `BODY_SECONDS`, before anything looks at it: who is asking is decided only once the request is complete, so a
+    body held back on purpose cannot carry rights its sender has lost meanwhile (408 when it takes too long).
     """
 
     def __init__(self, app: ASGIApp, limit: int, limit_for: Callable[[Scope], int] | None = None) -> None:
@@ -49,8 +54,11 @@ class BodyLimit:
         limit = self.limit_for(scope) if self.limit_for is not None else self.limit
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > limit):
-                await self._refuse(send)
+                await _answer(send, 413, TOO_LARGE)
                 return
+        if limit == self.limit:
+            await self._whole(scope, receive, send)
+            return
         received = 0
 
         async def limited() -> Message:
@@ -63,11 +71,42 @@ class BodyLimit:
 
         await self.app(scope, limited, send)
 
-    @staticmethod
-    async def _refuse(send: Send) -> None:
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(TOO_LARGE)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": TOO_LARGE})
+    async def _whole(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(BODY_SECONDS):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return  # the client went away before its request was complete
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.limit:
+                        await _answer(send, 413, TOO_LARGE)
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _answer(send, 408, TOO_SLOW)
+            return
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _answer(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 # No page of the sidecar (nor of the editor behind it) is meant to be framed: a frame on another site could dress a
@@ -116,8 +155,6 @@ class ControlCharacters:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope["path"].isprintable():
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(BAD_PATH)).encode())]
-            await send({"type": "http.response.start", "status": 400, "headers": headers})
-            await send({"type": "http.response.body", "body": BAD_PATH})
+            await _answer(send, 400, BAD_PATH)
             return
         await self.app(scope, receive, send)

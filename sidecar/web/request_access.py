@@ -131,9 +131,10 @@ async def review_link(request: Request) -> Response:
 
 async def confirm_page(request: Request) -> Response:
     """The link in the confirmation mail shows a button; only the POST confirms (mail scanners follow links)."""
-    if services(request).access_requests.confirm_target(request.path_params["secret"]) is None:
+    found = services(request).access_requests.confirmable(request.path_params["secret"])
+    if found is None:
         return _gone(request)
-    return _public(page(request, "request_access_confirm.html", {"done": False}))
+    return _public(page(request, "request_access_confirm.html", {"done": False, "request": found}))
 
 
 async def confirm(request: Request) -> Response:

@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from sidecar.errors import BadRequest, Forbidden
 from sidecar.media_auth import playback_permissions
-from sidecar.policy import is_glob, normalise_path
+from sidecar.policy import InvalidPattern, is_glob, normalise_path, validate_pattern
 from sidecar.web.context import json_object, require, services
 
 
@@ -21,6 +21,10 @@ async def playback_token(request: Request) -> Response:
     if is_glob(path) and not who.is_admin:
         raise BadRequest("path must be one stream, not a pattern", field="path")
     if is_glob(path):
+        try:
+            validate_pattern(path)
+        except InvalidPattern as error:
+            raise BadRequest(str(error), field="path") from error
         permissions = playback_permissions(who, path)
     else:
         if not svc.rules.decide(who, path, "read").allowed:
