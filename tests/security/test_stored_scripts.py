@@ -92,7 +92,7 @@ MALLORY = {  # approved: becomes a directory user with this name and email
     "group": G_SVG,
 }
 TRUDY = {  # rejected, with a message
-    "name": "Trudy \u202egnp.exe\u202c",
+    "name": "Trudy <i onmouseover=__x(34)>",  # (bidi controls such as U+202E are refused in one-line fields)
     "username": "trudy",
     "email": "trudy@evil.example",
     "org": "</script><script>window.__xss=(window.__xss||0)+1</script>",
