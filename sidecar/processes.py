@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import shutil
 import socket
@@ -55,12 +56,48 @@ class LoggedProcess(subprocess.Popen[bytes]):
         return "\n".join(text.splitlines()[-lines:])
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+_HANDED_OUT: set[int] = set()
+LOWEST_PORT = 20000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel gives outgoing connections (Linux's default when it cannot be read)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind(("", port))  # every interface: Caddy listens on all of them for a site's port
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago, for a server about to start.
+
+    Taken outside the range the kernel gives outgoing connections, so a client's connection cannot take it between
+    this answer and the server binding it, and never the same port twice in this process.
+    """
+    low, _ = _ephemeral_range()
+    if low - LOWEST_PORT >= 1000:
+        for _ in range(500):
+            port = random.randrange(LOWEST_PORT, low)  # noqa: S311 (not a secret)
+            if port not in _HANDED_OUT and _bindable(port):
+                _HANDED_OUT.add(port)
+                return port
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            found: int = sock.getsockname()[1]
+        if found not in _HANDED_OUT:
+            _HANDED_OUT.add(found)
+            return found
 
 
 def caddy_binary() -> Path:

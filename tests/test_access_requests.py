@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from limits import parse
 from starlette.testclient import TestClient
 
+from sidecar.processes import free_port
 from sidecar.runtime import Services
 from sidecar.settings import Settings
 from tests.helpers import API_KEY, form_token, login
@@ -47,9 +47,7 @@ def _text(message: Message) -> str:
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_port()
 
 
 @pytest.fixture

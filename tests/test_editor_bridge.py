@@ -87,7 +87,9 @@ def test_the_browser_never_gets_the_editors_session_cookie(http: httpx.Client) -
 
 
 def test_the_editor_gets_the_sidecars_session_and_the_browsers_other_cookies(http: httpx.Client) -> None:
-    cookie = "session=forged-by-the-browser; theme=dark; sidecar_session=secret-token"
+    token = http.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}).json()["token"]
+    http.cookies.clear()
+    cookie = f"session=forged-by-the-browser; theme=dark; sidecar_session={token}"
     seen = http.get("/probe/echo", headers={**ADMIN, "Cookie": cookie}).json()
     cookies = [value for name, value in seen["headers"] if name == "cookie"]
     assert len(cookies) == 1, "one Cookie header: servers read only one"

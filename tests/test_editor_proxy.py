@@ -238,11 +238,13 @@ def test_request_reaches_the_editor_as_sent_without_identity(
     http: httpx.Client, editor: tuple[FixtureEditor, ServerThread]
 ) -> None:
     body = b"field=" + b"v" * 50_000
+    token = http.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}).json()["token"]
+    http.cookies.clear()
     headers = {
         **ADMIN,
         "X-Authentik-Email": "spoof@example.org",
         "X-Probe-Header": "kept",
-        "Cookie": "session=editor-cookie; sidecar_session=secret-token",
+        "Cookie": f"session=editor-cookie; sidecar_session={token}",
         "Origin": str(http.base_url),
         "Content-Type": "application/x-www-form-urlencoded",
     }

@@ -78,8 +78,17 @@ async def _resolve(request: Request) -> Principal:
             if svc.settings.mode == "authentik":
                 # The outpost says who; Authentik's API says which groups (exact names, current).
                 return await svc.group_lookup.confirm(from_headers)
-            # Local mode: the headers come from the sidecar's own /auth/verify, read from its directory just now.
+            if svc.sessions is not None and session_token(request):
+                # Local mode: Caddy asked /auth/verify about this very session when the request began; the session
+                # is read again now, once the request is complete, so rights lost meanwhile are lost here too.
+                return await _from_session(request)
             return replace(from_headers, directory_admin=from_headers.role == Role.ADMIN)
+    return await _from_session(request)
+
+
+async def _from_session(request: Request) -> Principal:
+    """The signed-in local user behind the request's session token, as the directory holds them now."""
+    svc = services(request)
     token = session_token(request)
     if svc.sessions is not None and token:
         user = await svc.sessions.resolve(token)

@@ -392,15 +392,18 @@ def stack(launch: Launch, start_caddy: Callable[..., Endpoint], process_dir: Pat
     return built
 
 
-def spoofed_writes(stack: Stack, tag: str, *, group: str = "vid_admin", extra: Sequence[str] = ()) -> bytes:
+def spoofed_writes(
+    stack: Stack, tag: str, *, group: str = "vid_admin", extra: Sequence[str] = (), session: bool = True
+) -> bytes:
     """bob's own session, CSRF token and origin, plus headers claiming he is in vid_admin: a rule write and his own
-    promotion to `group`. From a trusted peer these succeed (see the potency test); through Caddy they must not."""
+    promotion to `group`. From a trusted peer, without the session cookie (which the sidecar would read again and
+    which says bob is a viewer), these succeed (see the potency test); through Caddy they must not."""
     body = json.dumps({"pattern": f"{tag}/**", "groups": ["vid_public"]}).encode()
     common = (
         f"Host: {stack.caddy.hostport}",
         f"Origin: http://{stack.caddy.hostport}",
         f"X-CSRF-Token: {stack.csrf}",
-        f"Cookie: {stack.cookie}",
+        *((f"Cookie: {stack.cookie}",) if session else ()),
         f"X-Authentik-Username: {VIEWER_USER}",
         "X-Authentik-Groups: vid_admin",
         *extra,
@@ -537,12 +540,13 @@ def test_smuggled_self_promotion_and_rule_write_never_land(stack: Stack, framing
 
 
 def test_spoofed_writes_would_land_if_they_reached_the_sidecar_from_a_trusted_peer(stack: Stack) -> None:
-    """Potency of the payload above: straight from loopback (a trusted proxy address) the same bytes are obeyed,
-    so only Caddy's stripping keeps them out. Promotes bob to vid_private, which is harmless for the other tests."""
+    """Potency of the payload above: straight from loopback (a trusted proxy address) the same bytes, less bob's
+    session cookie, are obeyed, so only Caddy's stripping keeps them out. (With the cookie the sidecar reads bob's
+    session again and he stays a viewer.) Promotes bob to vid_private, which is harmless for the other tests."""
     tag = f"potency/{uuid.uuid4().hex}"
     done = exchange(
         stack.sidecar,
-        spoofed_writes(stack, tag, group="vid_private")
+        spoofed_writes(stack, tag, group="vid_private", session=False)
         + http("GET /healthz HTTP/1.1", f"Host: {stack.caddy.hostport}", "Connection: close"),
     )
     assert [reply.status for reply in done.replies] == [200, 200, 200]
