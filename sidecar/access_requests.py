@@ -174,6 +174,13 @@ class AccessRequests:
             log.warning("admins in the directory not notified of a new access request: %s", error)
         return sorted(found)
 
+    @property
+    def confirming(self) -> bool:
+        """Whether requesters confirm their address by mail. Mailed links are built from SIDECAR_PUBLIC_URL only;
+        without it no confirmation link could work, so requests then reach the admins unconfirmed, as without SMTP
+        (`sidecar check` reports the missing URL)."""
+        return self.mailer.configured and bool(self.settings.public_url)
+
     def _base(self) -> str:
         # Links come from SIDECAR_PUBLIC_URL only, never from the Host header of an anonymous request: a forged
         # Host must not put someone else's address (with a secret in it) into a mailbox.
@@ -187,7 +194,7 @@ class AccessRequests:
         A submission never changes another: the same form sent again is the same request (with a fresh link if
         none is still valid), anything else is a request of its own, even for the same username and email.
         """
-        confirming = self.mailer.configured
+        confirming = self.confirming
         now = self.clock()
         with self.store.transaction() as db:
             fields = {

@@ -66,7 +66,12 @@ def app_client(
 ) -> TestClient:
     controller, _ = smtp
     mailing = settings.model_copy(
-        update={"smtp_host": "127.0.0.1", "smtp_port": controller.port, "smtp_starttls": False}
+        update={
+            "smtp_host": "127.0.0.1",
+            "smtp_port": controller.port,
+            "smtp_starttls": False,
+            "public_url": "http://testserver",
+        }
     )
     client = make_client(app_settings=mailing)
     svc = _services(client)
@@ -514,3 +519,14 @@ def test_an_approval_in_progress_is_not_taken_over(app_client: TestClient) -> No
     answer = _approve(app_client, pending["id"], ["vid_public"], login(app_client))
     assert answer.status_code == 409
     assert svc.store.get_user("ada") is None
+
+
+def test_without_a_public_url_no_confirmation_is_mailed_and_requests_reach_admins_unconfirmed(
+    app_client: TestClient, smtp: tuple[Controller, Inbox]
+) -> None:
+    svc = _services(app_client)
+    svc.access_requests.settings = svc.access_requests.settings.model_copy(update={"public_url": ""})
+    assert _submit_unconfirmed(app_client).status_code == 200
+    [stored] = _pending(app_client)  # a link built without SIDECAR_PUBLIC_URL could not work: nothing to confirm
+    assert stored["email_confirmed"] is False
+    assert smtp[1].to("ada@example.org") == []

@@ -11,6 +11,7 @@ are answered here instead.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -30,6 +31,7 @@ from sidecar.identity import IDENTITY_PREFIX, Principal, Role
 from sidecar.settings import Settings
 from sidecar.web.auth import SIDECAR_PATHS, safe_next
 from sidecar.web.context import SAFE_METHODS, SESSION_COOKIE, check_same_origin, principal, services
+from sidecar.web.middleware import BODY_SECONDS
 
 log = logging.getLogger("sidecar.editor")
 
@@ -92,6 +94,14 @@ async def proxy(request: Request) -> Response:
     path = request.url.path
     if path.startswith(OWN_PATHS):
         raise HTTPException(404)
+    if _body(request) is not None and _small_body(request):
+        # Read before deciding who is asking, like every request to the sidecar's own routes: a body held back on
+        # purpose must not carry rights its sender has lost meanwhile. (Uploads over MAX_REPLAY_BYTES stream.)
+        try:
+            async with asyncio.timeout(BODY_SECONDS):
+                await request.body()
+        except TimeoutError:
+            return JSONResponse({"error": "the request body took too long to arrive"}, status_code=408)
     who = await principal(request)
     refused = _refusal(request, who)
     if refused is not None:

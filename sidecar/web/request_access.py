@@ -57,7 +57,7 @@ async def submit_request(request: Request) -> Response:
     except SidecarError as error:
         return await _form_page(request, values, error.message, error.status)
     if values["website"]:  # a bot filled the hidden field: look the same, keep nothing
-        return _public(page(request, "request_access_done.html", {"confirming": requests.mailer.configured}))
+        return _public(page(request, "request_access_done.html", {"confirming": requests.confirming}))
     try:
         found = await requests.check(values)
         requests.throttle(client_ip(request))
@@ -65,7 +65,7 @@ async def submit_request(request: Request) -> Response:
         return await _form_page(request, values, error.message, error.status)
     await requests.submit(found, client_ip(request))
     await requests.mailer.flush()
-    return _public(page(request, "request_access_done.html", {"confirming": requests.mailer.configured}))
+    return _public(page(request, "request_access_done.html", {"confirming": requests.confirming}))
 
 
 def _request_id(request: Request) -> int:
