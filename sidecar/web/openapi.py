@@ -83,10 +83,18 @@ def openapi_document() -> dict[str, Any]:
                     params=("user", "groups", "path", "action"),
                 )
             },
-            "/api/v1/users": {"get": _op("Users with their prefixed groups", params=("search", "page", "page_size"))},
+            "/api/v1/users": {
+                "get": _op(
+                    "Users with their prefixed groups; `account_actions` says whether the caller may activate, "
+                    "deactivate or send recovery to that person (else `account_note` says why not)",
+                    params=("search", "page", "page_size"),
+                )
+            },
             "/api/v1/users/{username}": {
                 "patch": _op(
-                    "Activate or deactivate a user (deactivation kicks their live sessions)",
+                    "Activate or deactivate a user (deactivation kicks their live sessions; 403 for directory "
+                    "administrators and, unless the caller administers the directory, for people also in groups "
+                    "outside the prefix; 409 for the last active admin)",
                     body={
                         "type": "object",
                         "required": ["is_active"],
