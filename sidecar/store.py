@@ -687,22 +687,15 @@ class Store:
         return int(row[0])
 
     def confirm_link_request(self, secret_hash: str, now: float) -> int | None:
-        rows = self._read(
-            "SELECT request_id FROM confirm_links WHERE secret_hash = ? AND used_at IS NULL AND expires_at > ?",
-            (secret_hash, now),
-        )
-        return int(rows[0][0]) if rows else None
+        found = self._link_target("confirm_links", secret_hash, now)
+        return None if found is None else int(found)
 
     def use_confirm_link(self, db: sqlite3.Connection, secret_hash: str, now: float) -> int | None:
         """Spend the link and mark its request's email confirmed (unconfirmed -> pending); the request id."""
-        row = db.execute(
-            "UPDATE confirm_links SET used_at = ? WHERE secret_hash = ? AND used_at IS NULL AND expires_at > ? "
-            "RETURNING request_id",
-            (now, secret_hash, now),
-        ).fetchone()
-        if row is None:
+        found = self._spend_link(db, "confirm_links", secret_hash, now)
+        if found is None:
             return None
-        request_id = int(row[0])
+        request_id = int(found)
         moved = db.execute(
             "UPDATE access_requests SET status = 'pending', email_confirmed = 1, updated_at = ? "
             "WHERE id = ? AND status = 'unconfirmed'",
@@ -756,20 +749,16 @@ class Store:
 
     def review_link_request(self, secret_hash: str, now: float) -> int | None:
         """The request id of an unused, unexpired review link."""
-        rows = self._read(
-            "SELECT request_id FROM review_links WHERE secret_hash = ? AND used_at IS NULL AND expires_at > ?",
-            (secret_hash, now),
-        )
-        return int(rows[0][0]) if rows else None
+        found = self._link_target("review_links", secret_hash, now)
+        return None if found is None else int(found)
 
     def use_review_link(self, db: sqlite3.Connection, secret_hash: str, by: str, now: float) -> int | None:
         """Spend the link once; its request id, or None when it is unknown, used or expired."""
-        row = db.execute(
-            "UPDATE review_links SET used_at = ?, used_by = ? WHERE secret_hash = ? AND used_at IS NULL "
-            "AND expires_at > ? RETURNING request_id",
-            (now, by, secret_hash, now),
-        ).fetchone()
-        return None if row is None else int(row[0])
+        found = self._spend_link(db, "review_links", secret_hash, now)
+        if found is None:
+            return None
+        db.execute("UPDATE review_links SET used_by = ? WHERE secret_hash = ?", (by, secret_hash))
+        return int(found)
 
     # -- set-password links -----------------------------------------------------------------------------------
     def insert_password_link(
@@ -781,19 +770,31 @@ class Store:
         )
 
     def password_link_user(self, secret_hash: str, now: float) -> str | None:
-        rows = self._read(
-            "SELECT username FROM password_links WHERE secret_hash = ? AND used_at IS NULL AND expires_at > ?",
-            (secret_hash, now),
-        )
-        return str(rows[0][0]) if rows else None
+        found = self._link_target("password_links", secret_hash, now)
+        return None if found is None else str(found)
 
     def use_password_link(self, db: sqlite3.Connection, secret_hash: str, now: float) -> str | None:
-        row = db.execute(
-            "UPDATE password_links SET used_at = ? WHERE secret_hash = ? AND used_at IS NULL AND expires_at > ? "
-            "RETURNING username",
-            (now, secret_hash, now),
-        ).fetchone()
-        return None if row is None else str(row[0])
+        found = self._spend_link(db, "password_links", secret_hash, now)
+        return None if found is None else str(found)
+
+    # -- one-time links (confirmation, review, set-password): unused, unexpired, spent once --------------------
+    # The table names are fixed here; only values come from callers, as parameters.
+    _LINK_TARGETS = {"confirm_links": "request_id", "review_links": "request_id", "password_links": "username"}
+
+    def _link_target(self, table: str, secret_hash: str, now: float) -> int | str | None:
+        target = self._LINK_TARGETS[table]
+        sql = f"SELECT {target} FROM {table} WHERE secret_hash = ? AND used_at IS NULL AND expires_at > ?"  # noqa: S608
+        rows = self._read(sql, (secret_hash, now))
+        return rows[0][0] if rows else None
+
+    def _spend_link(self, db: sqlite3.Connection, table: str, secret_hash: str, now: float) -> int | str | None:
+        target = self._LINK_TARGETS[table]
+        sql = (
+            f"UPDATE {table} SET used_at = ? WHERE secret_hash = ? AND used_at IS NULL AND expires_at > ? "  # noqa: S608
+            f"RETURNING {target}"
+        )
+        row = db.execute(sql, (now, secret_hash, now)).fetchone()
+        return None if row is None else row[0]
 
     # -- outbox -----------------------------------------------------------------------------------------------
     def enqueue_mail(self, db: sqlite3.Connection, recipient: str, subject: str, body: str, now: float) -> None:

@@ -4,7 +4,6 @@ with the SSO bridge on; and the real Caddy with the shipped Caddyfile asking the
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from tests.fixture_editor import PASSWORD as EDITOR_PASSWORD
 from tests.fixture_editor import USERNAME as EDITOR_USERNAME
 from tests.fixture_editor import FixtureEditor
 from tests.outpost_stand_in import COOKIE, create_outpost
-from tests.processes_fixtures import OUTPOST_AUTH_URI, Endpoint, Launch, child_env
+from tests.processes_fixtures import OUTPOST_AUTH_URI, Endpoint, Launch, serve_sidecar
 
 VID_GROUPS = ("vid_public", "vid_private", "vid_admin")
 TAK_GROUPS = ("tak_users", "tak_ROLE_ADMIN")
@@ -98,24 +97,19 @@ def authentik_stack(
         ServedApp(create_outpost()) as outpost,
     ):
         data_dir = process_dir / "browser-authentik-data"
-        port = free_port()
-        env = child_env(
-            SIDECAR_MODE="authentik",
-            SIDECAR_DATA_DIR=str(data_dir),
-            SIDECAR_LOG_LEVEL="WARNING",
-            SIDECAR_HOST="127.0.0.1",
-            SIDECAR_PORT=str(port),
-            SIDECAR_TRUSTED_PROXIES="127.0.0.0/8,::1/128",
-            SIDECAR_AUTHENTIK_URL=authentik.endpoint.url,
-            SIDECAR_AUTHENTIK_TOKEN=TOKEN,
-            SIDECAR_MEDIAMTX_API_URL=mediamtx_url,
-            SIDECAR_EDITOR_URL=editor_server.endpoint.url,
-            SIDECAR_EDITOR_USERNAME=EDITOR_USERNAME,
-            SIDECAR_EDITOR_PASSWORD=EDITOR_PASSWORD,
+        sidecar, proc = serve_sidecar(
+            launch,
+            "sidecar-authentik",
+            data_dir,
+            mode="authentik",
+            trusted_proxies="127.0.0.0/8,::1/128",
+            authentik_url=authentik.endpoint.url,
+            authentik_token=TOKEN,
+            mediamtx_api_url=mediamtx_url,
+            editor_url=editor_server.endpoint.url,
+            editor_username=EDITOR_USERNAME,
+            editor_password=EDITOR_PASSWORD,
         )
-        cli = [sys.executable, "-m", "sidecar"]
-        proc = launch("sidecar-authentik", [*cli, "serve"], env, ready_url=f"http://127.0.0.1:{port}/healthz")
-        sidecar = Endpoint("sidecar-authentik", port)
         caddy = start_caddy("caddy-authentik", sidecar=sidecar, auth=outpost.endpoint, auth_uri=OUTPOST_AUTH_URI)
         yield AuthentikStack(site=caddy.url, authentik=fake, editor=editor, data_dir=data_dir)
         stop_process(proc)  # before its upstreams go; Caddy, idle, goes at the end of the session

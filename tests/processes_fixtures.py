@@ -108,7 +108,8 @@ def outpost_anonymous(launch: Launch) -> Endpoint:
 
 
 def _sidecar_env(data_dir: Path, **values: str) -> dict[str, str]:
-    return child_env(SIDECAR_MODE="local", SIDECAR_DATA_DIR=str(data_dir), SIDECAR_LOG_LEVEL="WARNING", **values)
+    defaults = {"SIDECAR_MODE": "local", "SIDECAR_DATA_DIR": str(data_dir), "SIDECAR_LOG_LEVEL": "WARNING"}
+    return child_env(**{**defaults, **values})
 
 
 @pytest.fixture(scope="session")
@@ -126,19 +127,22 @@ def sidecar_data(process_dir: Path) -> Path:
     return data_dir
 
 
+def serve_sidecar(launch: Launch, name: str, data_dir: Path, **settings: str) -> tuple[Endpoint, LoggedProcess]:
+    """`sidecar serve` on a free loopback port for `data_dir` (local mode unless `mode=` says otherwise); the
+    other keyword arguments are settings by field name (`editor_url=...` is SIDECAR_EDITOR_URL)."""
+    port = free_port()
+    values = {f"SIDECAR_{key.upper()}": value for key, value in settings.items()}
+    env = _sidecar_env(data_dir, **{"SIDECAR_HOST": "127.0.0.1", "SIDECAR_PORT": str(port), **values})
+    argv = [sys.executable, "-m", "sidecar", "serve"]
+    proc = launch(name, argv, env, ready_url=f"http://127.0.0.1:{port}/healthz")
+    return Endpoint(name, port), proc
+
+
 def _start_sidecar(
     launch: Launch, name: str, data_dir: Path, trusted_proxies: str, editor: Endpoint
 ) -> SidecarInstance:
-    port = free_port()
-    env = _sidecar_env(
-        data_dir,
-        SIDECAR_HOST="127.0.0.1",
-        SIDECAR_PORT=str(port),
-        SIDECAR_TRUSTED_PROXIES=trusted_proxies,
-        SIDECAR_EDITOR_URL=editor.url,
-    )
-    launch(name, [sys.executable, "-m", "sidecar", "serve"], env, ready_url=f"http://127.0.0.1:{port}/healthz")
-    return SidecarInstance(Endpoint(name, port), data_dir)
+    endpoint, _ = serve_sidecar(launch, name, data_dir, trusted_proxies=trusted_proxies, editor_url=editor.url)
+    return SidecarInstance(endpoint, data_dir)
 
 
 @pytest.fixture(scope="session")

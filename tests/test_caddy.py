@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import subprocess
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from tests.processes_fixtures import (
     SidecarInstance,
     child_env,
 )
+from tests.raw_http import send
 from tests.stand_ins import ALICE, SEEN_PATH
 
 pytestmark = pytest.mark.caddy
@@ -55,44 +54,6 @@ FORWARDING_SPOOF = [("X-Forwarded-Uri", "//evil.example/"), ("X-Forwarded-Method
 ALICE_FORWARDED = sorted((k.lower(), v) for k, v in ALICE.items() if k.lower().removeprefix("x-authentik-") in FIELDS)
 JSON = "application/json"
 BROWSER = "text/html,application/xhtml+xml,*/*;q=0.8"
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def send(
-    endpoint: Endpoint,
-    target: str,
-    headers: Sequence[tuple[str, str]] = (),
-    *,
-    method: str = "GET",
-    body: bytes | None = None,
-    accept: str = JSON,
-) -> Reply:
-    """One HTTP/1.1 request with the target and header names sent byte for byte (no URL or name normalising)."""
-    conn = http.client.HTTPConnection("127.0.0.1", endpoint.port, timeout=15)
-    try:
-        conn.putrequest(method, target, skip_accept_encoding=True)
-        conn.putheader("Accept", accept)
-        for name, value in headers:
-            conn.putheader(name, value)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        response = conn.getresponse()
-        return Reply(response.status, response.getheaders(), response.read())
-    finally:
-        conn.close()
 
 
 def identity_seen(described: dict[str, Any]) -> list[tuple[str, str]]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,11 +27,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sidecar.processes import free_port, stop_process
+from sidecar.processes import stop_process
 from tests.browser_authentik_fixtures import ServedApp
 from tests.fake_authentik import TOKEN, FakeAuthentik
 from tests.fake_mediamtx import FakeMediaMTX, create_fake_mediamtx
-from tests.processes_fixtures import OUTPOST_AUTH_URI, Endpoint, Launch, child_env
+from tests.processes_fixtures import OUTPOST_AUTH_URI, Endpoint, Launch, serve_sidecar
 
 COOKIE = "stand_in_user"
 EMAIL_STAGE = "6f1c1c3e-3a52-4b0e-9a57-1b7f5c2c0e11"  # any string: the fake records what it is given
@@ -178,26 +177,19 @@ def authentik_site(
         ServedApp(create_outpost(fake)) as outpost,
     ):
         data_dir = process_dir / f"{name}-data"
-        port = free_port()
-        env = child_env(
-            SIDECAR_MODE="authentik",
-            SIDECAR_DATA_DIR=str(data_dir),
-            SIDECAR_LOG_LEVEL="WARNING",
-            SIDECAR_HOST="127.0.0.1",
-            SIDECAR_PORT=str(port),
-            SIDECAR_TRUSTED_PROXIES="127.0.0.0/8,::1/128",
-            SIDECAR_AUTHENTIK_URL=authentik.endpoint.url,
-            SIDECAR_AUTHENTIK_TOKEN=TOKEN,
-            SIDECAR_MEDIAMTX_API_URL=mediamtx_server.endpoint.url,
-            SIDECAR_EDITOR_URL=editor_server.endpoint.url,
-            **{f"SIDECAR_{key.upper()}": value for key, value in settings.items()},
+        sidecar, proc = serve_sidecar(
+            launch,
+            name,
+            data_dir,
+            mode="authentik",
+            trusted_proxies="127.0.0.0/8,::1/128",
+            authentik_url=authentik.endpoint.url,
+            authentik_token=TOKEN,
+            mediamtx_api_url=mediamtx_server.endpoint.url,
+            editor_url=editor_server.endpoint.url,
+            **settings,
         )
-        proc = launch(
-            name, [sys.executable, "-m", "sidecar", "serve"], env, ready_url=f"http://127.0.0.1:{port}/healthz"
-        )
-        caddy = start_caddy(
-            f"caddy-{name}", sidecar=Endpoint(name, port), auth=outpost.endpoint, auth_uri=OUTPOST_AUTH_URI
-        )
+        caddy = start_caddy(f"caddy-{name}", sidecar=sidecar, auth=outpost.endpoint, auth_uri=OUTPOST_AUTH_URI)
         api_key = (data_dir / "api_key").read_text().strip()
         yield Site(caddy.url, fake, mediamtx, editor, data_dir, api_key)
         stop_process(proc)  # before its upstreams go; Caddy, idle, goes at the end of the session

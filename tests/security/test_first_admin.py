@@ -44,8 +44,10 @@ from sidecar.bootstrap import bootstrap
 from sidecar.processes import free_port
 from sidecar.runtime import Services, run_with_services
 from sidecar.settings import Settings
+from tests import raw_http
 from tests.helpers import cheapen_bcrypt
 from tests.processes_fixtures import Endpoint, Launch, child_env
+from tests.raw_http import Reply
 
 pytestmark = pytest.mark.caddy
 
@@ -65,28 +67,6 @@ CLI = [sys.executable, "-m", "sidecar"]
 # --- raw HTTP through Caddy -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def sets_session(self) -> bool:
-        """Whether the reply signs the client in (a non-empty `sidecar_session` cookie)."""
-        for name, value in self.headers:
-            cookie_name, _, cookie_value = value.split(";", 1)[0].partition("=")
-            if name.lower() == "set-cookie" and cookie_name.strip() == "sidecar_session" and cookie_value.strip('" '):
-                return True
-        return False
-
-
 def send(
     endpoint: Endpoint,
     method: str,
@@ -96,20 +76,7 @@ def send(
     body: bytes | None = None,
     accept: str = JSON,
 ) -> Reply:
-    """One HTTP/1.1 request with the target sent byte for byte (no client-side URL normalising)."""
-    conn = http.client.HTTPConnection("127.0.0.1", endpoint.port, timeout=30)
-    try:
-        conn.putrequest(method, target, skip_accept_encoding=True)
-        conn.putheader("Accept", accept)
-        for name, value in headers:
-            conn.putheader(name, value)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        response = conn.getresponse()
-        return Reply(response.status, response.getheaders(), response.read())
-    finally:
-        conn.close()
+    return raw_http.send(endpoint, target, headers, method=method, body=body, accept=accept)
 
 
 def send_json(

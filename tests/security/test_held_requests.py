@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,10 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sidecar.processes import free_port
 from sidecar.runtime import Services, run_with_services
 from tests.helpers import ADMIN_PASSWORD, bootstrapped_settings, cheapen_bcrypt
-from tests.processes_fixtures import Endpoint, Launch, child_env
+from tests.processes_fixtures import Endpoint, Launch, serve_sidecar
 
 pytestmark = pytest.mark.caddy
 
@@ -55,18 +53,7 @@ def site(launch: Launch, start_caddy: Callable[..., Endpoint], tmp_path_factory:
     with pytest.MonkeyPatch.context() as patch:
         cheapen_bcrypt(patch)
         run_with_services(settings, seed)
-    port = free_port()
-    env = child_env(
-        SIDECAR_MODE="local",
-        SIDECAR_DATA_DIR=str(data_dir),
-        SIDECAR_LOG_LEVEL="WARNING",
-        SIDECAR_HOST="127.0.0.1",
-        SIDECAR_PORT=str(port),
-    )
-    launch(
-        "sidecar-held", [sys.executable, "-m", "sidecar", "serve"], env, ready_url=f"http://127.0.0.1:{port}/healthz"
-    )
-    sidecar = Endpoint("sidecar-held", port)
+    sidecar, _ = serve_sidecar(launch, "sidecar-held", data_dir)
     return Site(start_caddy("caddy-held", sidecar=sidecar, auth=sidecar, auth_uri="/auth/verify"), data_dir)
 
 

@@ -14,9 +14,7 @@ Every request goes out byte for byte over a raw socket, so nothing on the client
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +26,8 @@ from tests.helpers import ADMIN_PASSWORD, API_KEY, callback_body
 from tests.mediamtx_env import MediaMTXEnv, fake_transport, open_mediamtx_env
 from tests.processes_fixtures import ADMIN_PASSWORD as PROCESS_ADMIN_PASSWORD
 from tests.processes_fixtures import VIEWER_PASSWORD, VIEWER_USER, Endpoint, SidecarInstance
+from tests.raw_http import Reply
+from tests.raw_http import send_raw as send
 
 JSON = "application/json"
 BROWSER = "text/html,application/xhtml+xml,*/*;q=0.8"
@@ -39,45 +39,6 @@ SPOOFED_ADMIN = [("X-Authentik-Username", "admin"), ("X-Authentik-Groups", "vid_
 
 
 # --- raw HTTP -------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def send(
-    endpoint: Endpoint,
-    target: str,
-    headers: Sequence[tuple[str, str]] = (),
-    *,
-    method: str = "GET",
-    body: bytes | None = None,
-    accept: str = JSON,
-    host: str | None = None,
-) -> Reply:
-    """One HTTP/1.1 request whose request line carries `target` exactly as given (absolute-form included)."""
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {host or endpoint.hostport}", f"Accept: {accept}"]
-    lines += ["Connection: close", *(f"{name}: {value}" for name, value in headers)]
-    if body is not None:
-        lines += [f"Content-Length: {len(body)}"]
-    payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-    with socket.create_connection(("127.0.0.1", endpoint.port), timeout=15) as sock:
-        sock.sendall(payload)
-        response = http.client.HTTPResponse(sock, method=method)
-        response.begin()
-        try:
-            return Reply(response.status, response.getheaders(), response.read())
-        finally:
-            response.close()
 
 
 def assert_refused(reply: Reply, statuses: Sequence[int] = REFUSED) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import http.client
 import re
 import secrets
 import sqlite3
@@ -39,9 +38,11 @@ from sidecar.bootstrap import bootstrap
 from sidecar.processes import free_port
 from sidecar.runtime import Services, run_with_services
 from sidecar.settings import Settings
+from tests import raw_http
 from tests.browser_fixtures import CHROMIUM, CHROMIUM_ARGS
 from tests.helpers import cheapen_bcrypt
 from tests.processes_fixtures import Endpoint, Launch, child_env
+from tests.raw_http import Reply
 
 JSON = "application/json"
 BROWSER = "text/html,application/xhtml+xml,*/*;q=0.8"
@@ -121,29 +122,6 @@ def assert_stays_on_site(value: str, site: str) -> None:
 # --- raw HTTP through Caddy -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-    def cookie(self) -> str | None:
-        """The `sidecar_session=...` pair the reply sets, to send back like a browser would."""
-        for name, value in self.headers:
-            pair = value.split(";", 1)[0]
-            cookie_name, _, cookie_value = pair.partition("=")
-            if name.lower() == "set-cookie" and cookie_name.strip() == "sidecar_session" and cookie_value.strip('" '):
-                return pair
-        return None
-
-
 def send(
     endpoint: Endpoint,
     method: str,
@@ -153,20 +131,7 @@ def send(
     body: bytes | None = None,
     accept: str = BROWSER,
 ) -> Reply:
-    """One HTTP/1.1 request with the target sent byte for byte (no client-side URL normalising)."""
-    conn = http.client.HTTPConnection("127.0.0.1", endpoint.port, timeout=30)
-    try:
-        conn.putrequest(method, target, skip_accept_encoding=True)
-        conn.putheader("Accept", accept)
-        for name, value in headers:
-            conn.putheader(name, value)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        response = conn.getresponse()
-        return Reply(response.status, response.getheaders(), response.read())
-    finally:
-        conn.close()
+    return raw_http.send(endpoint, target, headers, method=method, body=body, accept=accept)
 
 
 def rendered_next(page: str, attribute: str) -> list[str]:

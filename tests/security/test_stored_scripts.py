@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -34,14 +33,14 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Response, expect
 
-from sidecar.processes import LoggedProcess, free_port, stop_process
+from sidecar.processes import free_port, stop_process
 from sidecar.runtime import run_with_services
 from tests.browser_authentik_fixtures import AuthentikStack, signed_in_as
 from tests.browser_fixtures import CHROMIUM, sign_in
 from tests.fake_mediamtx import FakeMediaMTX, create_fake_mediamtx
 from tests.helpers import ADMIN_PASSWORD, API_KEY, bootstrapped_settings, cheapen_bcrypt
 from tests.outpost_stand_in import COOKIE, PEOPLE
-from tests.processes_fixtures import VIEWER_PASSWORD, VIEWER_USER, Endpoint, Launch, child_env
+from tests.processes_fixtures import VIEWER_PASSWORD, VIEWER_USER, Endpoint, Launch, serve_sidecar
 
 pytestmark = [
     pytest.mark.browser,
@@ -339,27 +338,19 @@ def local_stack(
     with hostile groups, rules, a source and access requests, through Caddy like anyone else would."""
     _, fake_url = fake_mediamtx_http
     data_dir = process_dir / "stored-scripts-local"
-    port = free_port()
-    env = child_env(
-        SIDECAR_MODE="local",
-        SIDECAR_DATA_DIR=str(data_dir),
-        SIDECAR_LOG_LEVEL="WARNING",
-        SIDECAR_HOST="127.0.0.1",
-        SIDECAR_PORT=str(port),
-        SIDECAR_API_KEY=API_KEY,
-        SIDECAR_MEDIAMTX_API_URL=fake_url,
-        SIDECAR_HLS_URL=f"http://127.0.0.1:{free_port()}",
-        SIDECAR_EDITOR_URL=echo_editor.url,
-    )
     prepare = threading.Thread(target=_prepare_data_dir, args=(data_dir, errors := []))
     prepare.start()
     prepare.join(60)
     assert not prepare.is_alive() and not errors, f"bootstrap failed: {errors}"
-    cli = [sys.executable, "-m", "sidecar"]
-    proc: LoggedProcess = launch(
-        "sidecar-stored-scripts", [*cli, "serve"], env, ready_url=f"http://127.0.0.1:{port}/healthz"
+    sidecar, proc = serve_sidecar(
+        launch,
+        "sidecar-stored-scripts",
+        data_dir,
+        api_key=API_KEY,
+        mediamtx_api_url=fake_url,
+        hls_url=f"http://127.0.0.1:{free_port()}",
+        editor_url=echo_editor.url,
     )
-    sidecar = Endpoint("sidecar-stored-scripts", port)
     caddy = start_caddy("caddy-stored-scripts", sidecar=sidecar, auth=sidecar, auth_uri="/auth/verify")
     link = _seed_local(caddy.url)
     yield LocalStack(site=caddy.url, set_password_link=link)
