@@ -4,25 +4,21 @@ with the SSO bridge on; and the real Caddy with the shipped Caddyfile asking the
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import uvicorn
 from playwright.sync_api import BrowserContext
 
-from sidecar.processes import free_port, stop_process
+from sidecar.processes import stop_process
 from tests.fake_authentik import TOKEN, FakeAuthentik
 from tests.fake_mediamtx import FakeMediaMTX
 from tests.fixture_editor import PASSWORD as EDITOR_PASSWORD
 from tests.fixture_editor import USERNAME as EDITOR_USERNAME
 from tests.fixture_editor import FixtureEditor
 from tests.outpost_stand_in import COOKIE, create_outpost
-from tests.processes_fixtures import OUTPOST_AUTH_URI, Endpoint, Launch, serve_sidecar
+from tests.processes_fixtures import OUTPOST_AUTH_URI, Endpoint, Launch, ServedApp, serve_sidecar
 
 VID_GROUPS = ("vid_public", "vid_private", "vid_admin")
 TAK_GROUPS = ("tak_users", "tak_ROLE_ADMIN")
@@ -34,32 +30,6 @@ class AuthentikStack:
     authentik: FakeAuthentik
     editor: FixtureEditor
     data_dir: Path
-
-
-class ServedApp:
-    """An ASGI app served by uvicorn on a free loopback port, in a thread of this process."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def endpoint(self) -> Endpoint:
-        return Endpoint("served", self.port)
-
-    def __enter__(self) -> ServedApp:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            assert time.monotonic() < deadline, "a stand-in server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
 
 
 def seeded_authentik() -> FakeAuthentik:

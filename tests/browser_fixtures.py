@@ -6,18 +6,14 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
 
 from sidecar.processes import free_port
@@ -28,6 +24,7 @@ from tests.processes_fixtures import (
     VIEWER_USER,
     Endpoint,
     Launch,
+    ServedApp,
     child_env,
 )
 
@@ -133,20 +130,8 @@ def fake_mediamtx_http() -> Iterator[tuple[FakeMediaMTX, str]]:
     fake = create_fake_mediamtx()
     for path in (*PUBLIC_PATHS, PRIVATE_PATH, UNRULED_PATH):
         fake.add_path(path, ready=True)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(fake.app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started, "the fake MediaMTX did not start"
-    yield fake, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with ServedApp(fake.app) as served:
+        yield fake, served.url
 
 
 @pytest.fixture(scope="session")

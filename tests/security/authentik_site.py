@@ -28,10 +28,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sidecar.processes import stop_process
-from tests.browser_authentik_fixtures import ServedApp
 from tests.fake_authentik import TOKEN, FakeAuthentik
 from tests.fake_mediamtx import FakeMediaMTX, create_fake_mediamtx
-from tests.processes_fixtures import OUTPOST_AUTH_URI, Endpoint, Launch, serve_sidecar
+from tests.processes_fixtures import OUTPOST_AUTH_URI, Endpoint, Launch, ServedApp, serve_sidecar
 
 COOKIE = "stand_in_user"
 EMAIL_STAGE = "6f1c1c3e-3a52-4b0e-9a57-1b7f5c2c0e11"  # any string: the fake records what it is given

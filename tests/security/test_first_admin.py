@@ -48,6 +48,7 @@ from tests import raw_http
 from tests.helpers import cheapen_bcrypt
 from tests.processes_fixtures import Endpoint, Launch, child_env
 from tests.raw_http import Reply
+from tests.security.parallel_stacks import build_each, ready
 
 pytestmark = pytest.mark.caddy
 
@@ -290,25 +291,12 @@ def stacks(launch: Launch, start_caddy: Callable[..., Endpoint], process_dir: Pa
             found[name].broken = f"{type(error).__name__}: {error}"
 
     def build(each: Stack) -> None:
-        try:
-            if each.name.startswith("fresh-"):
-                _prepare_with_cli(each, add_bob=each.name == "fresh-user")
-            if not each.broken:
-                _serve(launch, start_caddy, each)
-        except Exception as error:  # noqa: BLE001 (reported by that stack's own tests)
-            each.broken = f"{type(error).__name__}: {error}"
+        if each.name.startswith("fresh-"):
+            _prepare_with_cli(each, add_bob=each.name == "fresh-user")
+        _serve(launch, start_caddy, each)
 
-    with ThreadPoolExecutor(max_workers=len(found)) as pool:
-        list(pool.map(build, found.values()))
+    build_each(found, build)
     return found
-
-
-def ready(stacks: dict[str, Stack], name: str) -> Stack:
-    """The named stack, or this test fails (not the whole module) when it could not be built."""
-    stack = stacks[name]
-    if stack.broken:
-        pytest.fail(f"the {name!r} stack could not be built: {stack.broken}", pytrace=False)
-    return stack
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import pytest
 
 from sidecar.processes import free_port
 from tests.processes_fixtures import VIEWER_PASSWORD, VIEWER_USER, Endpoint, Launch, SidecarInstance, child_env
+from tests.raw_http import Reply
 from tests.stand_ins import ALICE, SEEN_PATH
 
 pytestmark = pytest.mark.caddy
@@ -50,17 +51,7 @@ LOGIN_BUDGET = 3  # failed logins per client address on this module's own sideca
 
 
 @dataclass(frozen=True)
-class RawReply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
+class RawReply(Reply):
     def json_or_none(self) -> Any:
         try:
             return json.loads(self.body)

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
@@ -43,6 +42,7 @@ from tests.browser_fixtures import CHROMIUM, CHROMIUM_ARGS
 from tests.helpers import cheapen_bcrypt
 from tests.processes_fixtures import Endpoint, Launch, child_env
 from tests.raw_http import Reply
+from tests.security.parallel_stacks import build_each, ready
 
 JSON = "application/json"
 BROWSER = "text/html,application/xhtml+xml,*/*;q=0.8"
@@ -262,25 +262,12 @@ def stacks(
         found["site"].broken = f"{type(error).__name__}: {error}"
 
     def build(stack: Stack) -> None:
-        try:
-            if stack.name != "site":
-                _prepare_fresh(stack)
-            if not stack.broken:
-                _serve(launch, start_caddy, stack)
-        except Exception as error:  # noqa: BLE001 (reported by that stack's own tests)
-            stack.broken = f"{type(error).__name__}: {error}"
+        if stack.name != "site":
+            _prepare_fresh(stack)
+        _serve(launch, start_caddy, stack)
 
-    with ThreadPoolExecutor(max_workers=len(found)) as pool:
-        list(pool.map(build, found.values()))
+    build_each(found, build)
     return found
-
-
-def ready(stacks: dict[str, Stack], name: str) -> Stack:
-    """The named stack, or this test fails (not the whole module) when it could not be built."""
-    stack = stacks[name]
-    if stack.broken:
-        pytest.fail(f"the {name!r} stack could not be built: {stack.broken}", pytrace=False)
-    return stack
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,7 @@ raw payload markup, and that the payload text is shown literally (so the value w
 from __future__ import annotations
 
 import re
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +28,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Response, expect
 
 from sidecar.processes import free_port, stop_process
@@ -40,7 +37,7 @@ from tests.browser_fixtures import CHROMIUM, sign_in
 from tests.fake_mediamtx import FakeMediaMTX, create_fake_mediamtx
 from tests.helpers import ADMIN_PASSWORD, API_KEY, bootstrapped_settings, cheapen_bcrypt
 from tests.outpost_stand_in import COOKIE, PEOPLE
-from tests.processes_fixtures import VIEWER_PASSWORD, VIEWER_USER, Endpoint, Launch, serve_sidecar
+from tests.processes_fixtures import VIEWER_PASSWORD, VIEWER_USER, Endpoint, Launch, ServedApp, serve_sidecar
 
 pytestmark = [
     pytest.mark.browser,
@@ -250,20 +247,8 @@ def fake_mediamtx_http() -> Iterator[tuple[FakeMediaMTX, str]]:
         fake.add_path(path, ready=True)
     fake.add_config_path(SRC_NAME, source=SRC_URL)
     fake.add_config_path(JS_SRC_NAME, source=JS_SRC_URL)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(fake.app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started, "the fake MediaMTX did not start"
-    yield fake, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with ServedApp(fake.app) as served:
+        yield fake, served.url
 
 
 @dataclass(frozen=True)
