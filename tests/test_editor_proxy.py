@@ -92,10 +92,10 @@ def with_overlay(page: bytes, before: bytes) -> bytes:
     return page[:at] + OVERLAY_TAGS + page[at:]
 
 
-def audit_targets(settings: Settings) -> list[tuple[str, str]]:
+def audit_events(settings: Settings) -> list[tuple[str, str, str]]:
     store = Store(settings.database_path)
     try:
-        return [(event.actor, event.target) for event in store.list_audit(limit=1000, action="editor.request")]
+        return [(event.actor, event.action, event.target) for event in store.list_audit(limit=1000)]
     finally:
         store.close()
 
@@ -297,15 +297,20 @@ def test_local_admin_session_reaches_the_editor_and_keeps_its_token(http: httpx.
     http.cookies.clear()
 
 
-def test_admin_requests_are_audited_and_assets_coalesced(http: httpx.Client, proxy_settings: Settings) -> None:
-    http.get("/probe/echo?audit=1", headers={"X-Authentik-Username": "auditor", "X-Authentik-Groups": "vid_admin"})
-    for _ in range(3):
-        http.get("/static/app.js", headers={"X-Authentik-Username": "auditor", "X-Authentik-Groups": "vid_admin"})
+def test_editor_changes_are_audited_one_by_one_and_reading_once_per_person(
+    http: httpx.Client, proxy_settings: Settings
+) -> None:
+    auditor = {"X-Authentik-Username": "auditor", "X-Authentik-Groups": "vid_admin"}
+    for target in ("/probe/echo?audit=1", "/static/app.js", "/api/status", "/probe/echo"):
+        http.get(target, headers=auditor)
+    for _ in range(2):
+        http.post("/probe/echo", content=b"x=1", headers={**auditor, "Origin": str(http.base_url)})
     http.get("/probe/echo", headers={"X-Authentik-Username": "peeker", "X-Authentik-Groups": "vid_public"})
-    targets = audit_targets(proxy_settings)
-    assert ("auditor", "GET /probe/echo") in targets
-    assert targets.count(("auditor", "GET /static/app.js")) == 1
-    assert not any(actor == "peeker" for actor, _ in targets)
+    events = audit_events(proxy_settings)
+    mine = [event for event in events if event[0] == "auditor"]
+    assert mine.count(("auditor", "editor.change", "POST /probe/echo")) == 2  # every change, with the person
+    assert [event for event in mine if event[1] == "editor.open"] == [("auditor", "editor.open", "/probe/echo")]
+    assert not any(actor == "peeker" for actor, _, _ in events)
 
 
 def test_sidecar_routes_stay_the_sidecars(http: httpx.Client) -> None:

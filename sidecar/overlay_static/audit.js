@@ -1,36 +1,9 @@
-// The /audit page: GET /api/v1/audit (newest first) as a table. The action filter and the limit are asked of the
+// The /audit page: GET /api/v1/audit (newest first) as a table, each event with the server's sentence for it. The action filter and the limit are asked of the
 // server; the actor and target filters narrow the loaded events as you type. The DOM is built with textContent only.
 
 import { api } from "./api.js";
 import { announcer } from "./dom.js";
 
-const KNOWN_ACTIONS = [
-  "editor.request",
-  "group.add",
-  "group.create",
-  "group.denied",
-  "group.remove",
-  "keys.rotate",
-  "login",
-  "logout",
-  "password.change",
-  "publisher.create",
-  "publisher.revoke",
-  "rule.delete",
-  "rule.set",
-  "session.kick",
-  "share.create",
-  "share.revoke",
-  "share.use",
-  "source.add",
-  "source.change",
-  "source.delete",
-  "user.activate",
-  "user.create",
-  "user.deactivate",
-  "user.recovery_email",
-  "user.recovery_link",
-];
 
 const statusBox = document.getElementById("status");
 const form = document.getElementById("audit-filters");
@@ -43,7 +16,7 @@ const body = document.getElementById("audit-body");
 const empty = document.getElementById("audit-empty");
 const count = document.getElementById("audit-count");
 
-const actions = new Set(KNOWN_ACTIONS);
+const actions = new Set(); // every action the server can describe, and any other an event carries
 let events = [];
 
 // `label` names the column for narrow screens, where the table header is hidden.
@@ -62,13 +35,9 @@ function utc(seconds) {
   return Number.isNaN(when.getTime()) ? "" : when.toISOString().replace("T", " ").slice(0, 19);
 }
 
-function details(detail) {
-  if (!detail || typeof detail !== "object") {
-    return "";
-  }
-  return Object.entries(detail)
-    .map(([key, value]) => `${key}: ${typeof value === "string" ? value : JSON.stringify(value)}`)
-    .join("; ");
+// The server's sentence for the event; an event from an older sidecar without one reads as its parts.
+function sentence(event) {
+  return typeof event.text === "string" && event.text ? event.text : `${event.actor} ${event.action} ${event.target}`;
 }
 
 function renderActions() {
@@ -102,7 +71,7 @@ function render() {
         cell(event.actor, "audit-actor", "Actor"),
         cell(event.action, "audit-action", "Action"),
         cell(event.target, "audit-target", "Target"),
-        cell(details(event.detail), "audit-detail", "Details"),
+        cell(sentence(event), "audit-detail", "What happened"),
       );
       return row;
     }),
@@ -121,6 +90,9 @@ async function load() {
   try {
     const found = await api.get(`/api/v1/audit?${query}`);
     events = found.events;
+    for (const action of found.actions || []) {
+      actions.add(action);
+    }
     for (const event of events) {
       actions.add(event.action);
     }

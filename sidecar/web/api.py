@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sidecar.audit_text import SENTENCES, describe
 from sidecar.errors import BadRequest
 from sidecar.identity import split_groups
 from sidecar.web.context import csrf_token, int_param, json_object, require, services
@@ -131,10 +132,18 @@ async def audit(request: Request) -> Response:
         target=params.get("target") or None,
     )
     body = [
-        {"id": e.id, "ts": e.ts, "actor": e.actor, "action": e.action, "target": e.target, "detail": e.detail}
+        {
+            "id": e.id,
+            "ts": e.ts,
+            "actor": e.actor,
+            "action": e.action,
+            "target": e.target,
+            "detail": e.detail,
+            "text": describe(e.actor, e.action, e.target, e.detail),
+        }
         for e in events
     ]
-    return JSONResponse({"events": body})
+    return JSONResponse({"events": body, "actions": sorted(SENTENCES)})
 
 
 async def recovery_link(request: Request) -> Response:

@@ -63,10 +63,9 @@ BODY_DESCRIBING = frozenset(
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 # Some editor actions (service restart, updates) take a while; only connecting to it should fail fast.
 READ_TIMEOUT_SECONDS = 300.0
-# Static assets are audited once per user and path in this window instead of on every page load.
-ASSET_AUDIT_WINDOW_SECONDS = 300.0
-ASSET_SUFFIXES = (".css", ".js", ".mjs", ".map", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".ico", ".webp", ".woff2")
-MAX_ASSET_AUDIT_KEYS = 4096
+# Reading the editor is audited once per person in this window; every change is audited.
+VIEW_AUDIT_SECONDS = 1800.0
+MAX_VIEW_AUDIT_KEYS = 4096
 BODY_CLOSE = re.compile(rb"</body\s*>", re.IGNORECASE)
 # With the bridge on, request bodies up to this size are kept so a request can be sent again after a new sign-in.
 MAX_REPLAY_BYTES = 1024 * 1024
@@ -76,6 +75,7 @@ EMAIL_SETTINGS = "/api/webeditor/email/"
 # The editor's Web Users writes that name an existing account (JSON `{"username": ...}`).
 SERVICE_ACCOUNT_WRITES = ("/api/webeditor/users/update", "/api/webeditor/users/delete")
 MAX_USER_WRITE_BYTES = 64 * 1024
+SERVICE_ACCOUNT_REFUSAL = "the sidecar signs in to the editor with this account; it cannot be changed or deleted here"
 SIGN_OUT_PAGE = (
     "<!doctype html><title>Sign out</title>"
     '<form method="post" action="/auth/logout"><p>Sign out of the video site?</p>'
@@ -107,14 +107,14 @@ async def proxy(request: Request) -> Response:
     if refused is not None:
         return refused
     svc = services(request)
+    if request.method not in SAFE_METHODS:
+        # The editor has no CSRF protection of its own; a foreign page must not drive it with an admin's cookies.
+        check_same_origin(request)
     bridge = _bridge(request)
     if bridge is not None:
         replaced = _replaced_by_sidecar(request, svc.settings) or await _service_account_guard(request, svc.settings)
         if replaced is not None:
             return replaced
-    if request.method not in SAFE_METHODS:
-        # The editor has no CSRF protection of its own; a foreign page must not drive it with an admin's cookies.
-        check_same_origin(request)
     _audit(request, who)
     editor_url = svc.settings.editor_url or ""
     timeout = httpx.Timeout(svc.settings.upstream_timeout, read=READ_TIMEOUT_SECONDS, write=READ_TIMEOUT_SECONDS)
@@ -197,10 +197,10 @@ def _replaced_by_sidecar(request: Request, settings: Settings) -> Response | Non
     if request.method in SAFE_METHODS:
         return None
     if path == EMAIL_SETTINGS.rstrip("/") or path.startswith(EMAIL_SETTINGS):
-        return JSONResponse({"error": "email is configured in the sidecar/Authentik"}, status_code=403)
+        return _denied(request, "email is configured in the sidecar/Authentik")
     if path == "/change_password":
         # Changing the service account's password in the editor would lock every admin out of it.
-        return JSONResponse({"error": "passwords are managed in the sidecar/Authentik"}, status_code=403)
+        return _denied(request, "passwords are managed in the sidecar/Authentik")
     return None
 
 
@@ -212,17 +212,18 @@ async def _service_account_guard(request: Request, settings: Settings) -> Respon
         return None
     announced = request.headers.get("content-length", "")
     if not announced.isdigit() or int(announced) > MAX_USER_WRITE_BYTES:
-        return JSONResponse({"error": "the editor's user changes must be small JSON objects"}, status_code=400)
+        return _denied(request, "the editor's user changes must be small JSON objects", 400)
     try:
         data = json.loads(await request.body())
     except ValueError:
         data = None
     username = data.get("username") if isinstance(data, dict) else None
     if not isinstance(username, str):
-        return JSONResponse({"error": "username must be a string", "field": "username"}, status_code=400)
+        return _denied(request, "username must be a string", 400)
     if username.strip() == (settings.editor_username or "").strip():
-        message = "the sidecar signs in to the editor with this account; it cannot be changed or deleted here"
-        return JSONResponse({"error": message, "field": "username"}, status_code=403)
+        return _denied(
+            request, "the sidecar signs in to the editor with this account; it cannot be changed or deleted here"
+        )
     return None
 
 
@@ -270,29 +271,41 @@ def _refusal(request: Request, who: Principal) -> Response | None:
 
 
 def _audit(request: Request, who: Principal) -> None:
-    """One audit entry per request; repeated static-asset loads by one user are folded into one per window."""
+    """Every change made in the editor is a row, with the person who made it; reading is folded into one "opened the
+    editor" row per person and `VIEW_AUDIT_SECONDS` (the real editor polls several APIs every few seconds)."""
     path = request.url.path
-    target = f"{request.method} {path}"
-    if request.method in ("GET", "HEAD") and path.lower().endswith(ASSET_SUFFIXES):
-        seen: dict[tuple[str, str], float] = _asset_audit_times(request)
-        key = (who.username, target)
+    if request.method in SAFE_METHODS:
+        seen: dict[str, float] = _view_audit_times(request)
         now = time.monotonic()
-        last = seen.get(key)
-        if last is not None and now - last < ASSET_AUDIT_WINDOW_SECONDS:
+        last = seen.get(who.username)
+        if last is not None and now - last < VIEW_AUDIT_SECONDS:
             return
-        if len(seen) >= MAX_ASSET_AUDIT_KEYS:
-            seen.clear()  # bounded memory; the worst case is one extra audit entry per asset
-        seen[key] = now
+        if len(seen) >= MAX_VIEW_AUDIT_KEYS:
+            seen.clear()  # bounded memory; the worst case is one extra row per person
+        seen[who.username] = now
+        action, target = "editor.open", path
+    else:
+        action, target = "editor.change", f"{request.method} {path}"
     store = services(request).store
     with store.transaction() as db:
-        store.audit(db, who.username, "editor.request", target)
+        store.audit(db, who.username, action, target)
 
 
-def _asset_audit_times(request: Request) -> dict[tuple[str, str], float]:
+def _denied(request: Request, reason: str, status: int = 403) -> Response:
+    """A change the sidecar refuses to pass on to the editor: answered, and audited with who tried."""
+    who = getattr(request.state, "principal", None)
+    store = services(request).store
+    with store.transaction() as db:
+        actor = who.username if who is not None else "anonymous"
+        store.audit(db, actor, "editor.denied", f"{request.method} {request.url.path}", {"reason": reason})
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+def _view_audit_times(request: Request) -> dict[str, float]:
     state = request.app.state
-    if not hasattr(state, "editor_asset_audit"):
-        state.editor_asset_audit = {}
-    found: dict[tuple[str, str], float] = state.editor_asset_audit
+    if not hasattr(state, "editor_view_audit"):
+        state.editor_view_audit = {}
+    found: dict[str, float] = state.editor_view_audit
     return found
 
 
