@@ -1,4 +1,5 @@
-"""`sidecar demo`: local mode on one machine — Caddy in front of the sidecar and a stand-in MediaMTX editor."""
+"""`sidecar demo`: local mode on one machine — Caddy in front of the sidecar and a stand-in MediaMTX editor, with a
+demo viewer, demo rules (first start only) and demo paths announced as live (every start), see sidecar/demo_seed.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from sidecar import demo_seed
 from sidecar.bootstrap import bootstrap
+from sidecar.keys import load_secrets
 from sidecar.processes import (
     MIN_CADDY_VERSION,
     LoggedProcess,
@@ -33,6 +36,11 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
+def _say(line: str = "") -> None:
+    # Flushed line by line: the passwords must reach a pipe or a log (`make run | tee`) while the demo runs.
+    print(line, flush=True)
+
+
 def _child_env(**values: str) -> dict[str, str]:
     env = dict(os.environ)
     # `python -m sidecar` must work from any directory, installed or not.
@@ -52,7 +60,11 @@ def run_demo(port: int = 8080) -> int:
         return 2
     settings = Settings().model_copy(update={"mode": "local"})
     data_dir = settings.data_dir.resolve()
-    bootstrap(settings, out=print)
+    first_start = demo_seed.never_held_account(settings)
+    bootstrap(settings, out=_say)
+    if first_start:
+        demo_seed.seed(settings, out=_say)
+    api_key = load_secrets(settings)[0].api_key
     logs = data_dir / "logs"
     logs.mkdir(exist_ok=True)
 
@@ -80,6 +92,9 @@ def run_demo(port: int = 8080) -> int:
                     SIDECAR_PORT=str(sidecar_port),
                     # Caddy reaches the sidecar over loopback; nothing else may vouch for an identity.
                     SIDECAR_TRUSTED_PROXIES="127.0.0.0/8,::1/128",
+                    # The demo itself calls the runOn* hooks from loopback, as a MediaMTX beside the sidecar would.
+                    SIDECAR_MEDIAMTX_ALLOWED_IPS="127.0.0.0/8,::1/128",
+                    SIDECAR_DEMO="true",
                     # Only the sidecar talks to the editor: admins reach it through its proxy, with the overlay,
                     # signed in as the editor's own admin, so its login page never shows.
                     SIDECAR_EDITOR_URL=f"http://127.0.0.1:{editor_port}",
@@ -90,6 +105,9 @@ def run_demo(port: int = 8080) -> int:
                 log_path=logs / "sidecar.log",
             )
         )
+        problems = demo_seed.announce(f"http://{sidecar}", api_key)
+        for problem in problems:
+            print(f"warning: demo path not announced: {problem}", file=sys.stderr, flush=True)
         children.append(
             start_process(
                 [str(caddy), "run", "--config", str(repo_caddyfile()), "--adapter", "caddyfile"],
@@ -108,14 +126,21 @@ def run_demo(port: int = 8080) -> int:
                 log_path=logs / "caddy.log",
             )
         )
-        print()
-        print(f"Demo running at http://127.0.0.1:{port}/")
-        print(f"  sign in as {settings.initial_admin} (password: printed above on the first run, or the one you set);")
-        print("  /users manages people, /streams is what viewers see; add a viewer from a shell with")
-        print("  `sidecar users add NAME --group vid_public --password-stdin`")
-        print("  admins land in the stand-in editor at / without its own login (the sidecar signs in for them)")
-        print(f"  logs: {logs}")
-        print("Press Ctrl-C to stop.")
+        admin, viewer = settings.initial_admin, demo_seed.VIEWER
+        lines = [
+            "",
+            f"Demo running at http://127.0.0.1:{port}/",
+            f"  sign in as {admin} or {viewer} (passwords: printed above on the first start, or the ones you set);",
+            "  /users manages people, /streams is what viewers see; admins land in the stand-in editor at / without",
+            "  its own login (the sidecar signs in for them)",
+            f"  logs: {logs}",
+            "",
+            *demo_seed.try_this(settings, port),
+            "",
+            "Press Ctrl-C to stop.",
+        ]
+        for line in lines:
+            _say(line)
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         dead = next(child for child in children if child.poll() is not None)

@@ -20,13 +20,29 @@ from starlette.templating import Jinja2Templates
 COOKIE = "session"
 NO_STORE = {"Cache-Control": "no-cache, no-store, must-revalidate"}
 
-# The real editor has more tabs per group; these are enough for the overlay to find its anchors.
+# The real editor's groups (it has more tabs in each); icons are characters here, where the real editor loads an icon
+# font from a CDN.
 SIDEBAR: list[dict[str, Any]] = [
-    {"id": "status", "label": "Status", "tabs": [("dashboard", "Dashboard"), ("logs", "Logs")]},
-    {"id": "streaming", "label": "Streaming", "tabs": [("streams", "Active Streams"), ("recordings", "Recordings")]},
-    {"id": "config", "label": "Configuration", "tabs": [("basic", "Basic Settings"), ("users", "Users & Auth")]},
-    {"id": "system", "label": "System", "tabs": [("service", "Service"), ("versions", "Versions")]},
-    {"id": "admin", "label": "Admin", "tabs": [("webusers", "Web Users"), ("account", "Account")]},
+    {"id": "status", "label": "Status", "icon": "📊", "tabs": [("dashboard", "Dashboard"), ("logs", "Live Logs")]},
+    {
+        "id": "streaming",
+        "label": "Streaming",
+        "icon": "🎥",
+        "tabs": [("streams", "Active Streams"), ("recordings", "Recordings")],
+    },
+    {
+        "id": "config",
+        "label": "Configuration",
+        "icon": "⚙",
+        "tabs": [("basic", "Basic Settings"), ("users", "Users & Auth")],
+    },
+    {
+        "id": "system",
+        "label": "System",
+        "icon": "🔧",
+        "tabs": [("service", "Service Control"), ("versions", "Versions")],
+    },
+    {"id": "admin", "label": "Admin", "icon": "🛡", "tabs": [("webusers", "Web Users"), ("account", "Account")]},
 ]
 
 

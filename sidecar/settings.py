@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         "the page's own host on port 8888.",
     )
     viewer_share_links: bool = Field(False, description="Whether viewers (not only admins) may create share links.")
+    demo: bool = Field(
+        False,
+        description="Set by `sidecar demo`: the streams page says its live paths are announced by the demo and that "
+        "playback needs a real MediaMTX.",
+    )
     smtp_host: str | None = Field(
         None, description="SMTP server for access-request emails; when unset no email is sent (links show in the API)."
     )

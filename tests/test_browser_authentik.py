@@ -58,6 +58,8 @@ def open_editor(new_context: NewContext, stack: AuthentikStack, **options: objec
     page = page_as(new_context, stack, "admin", **options)
     page.goto(stack.site + "/")
     expect(page.locator(SIDEBAR)).to_be_visible()
+    expect(page.locator("#group-access.collapsed")).to_be_attached()  # like the editor's own groups
+    page.locator("#group-access-label").click()  # one click opens it
     expect(page.locator("#group-access button.sidebar-item", has_text="Users")).to_be_visible()
     return page
 
@@ -69,11 +71,12 @@ def test_admin_reaches_the_editor_without_its_login_and_manages_bob_from_the_use
     page = open_editor(new_context, stack)
     assert page.url == stack.site + "/"
     expect(page.locator("form.login")).to_have_count(0)  # the editor's own login never showed
-    expect(page.get_by_text("Signed in as editor-admin")).to_be_visible()
+    # The editor's header names the person, not the service account the sidecar signs in with.
+    expect(page.locator(".header-user [data-sidecar-person]")).to_have_text("Admin")
     # The bridge's editor session stays with the sidecar: the browser never holds the editor's cookie.
     assert "session" not in {cookie["name"] for cookie in page.context.cookies()}
     access = page.locator("#group-access")
-    expect(access.locator("button.sidebar-item")).to_have_text(["Users", "Stream access"])
+    expect(access.locator("button.sidebar-item")).to_have_text(["Users", "Stream access", "Audit"])
     screenshot(page, "editor-users-tab", full_page=False)
 
     with page.expect_navigation(url=stack.site + "/users"):

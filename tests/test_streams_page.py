@@ -277,3 +277,8 @@ def test_mediamtx_failure_details_reach_admins_but_not_viewers(make_settings: Ca
     assert "MediaMTX failed" not in viewer.text and "500" not in viewer.json()["error"]
     assert admin.status_code == 503
     assert "MediaMTX failed (500)" in admin.json()["error"]
+
+
+def test_no_demo_note_outside_the_demo(client: TestClient) -> None:
+    login(client)
+    assert 'id="demo-note"' not in client.get("/streams", headers={"Accept": "text/html"}).text

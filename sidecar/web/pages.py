@@ -40,6 +40,7 @@ async def streams_page(request: Request) -> Response:
         "hls_url": settings.hls_url,
         "is_admin": who.is_admin,
         "viewer_share_links": settings.viewer_share_links,
+        "demo": settings.demo,
     }
     return page(request, "streams.html", context)
 
