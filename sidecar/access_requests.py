@@ -27,7 +27,11 @@ from sidecar.users import Recovery, UserAdmin
 
 RATE_PER_IP = "5/hour"
 STALE_APPROVAL_SECONDS = 300  # an approval still "approving" after this was interrupted
-CONFIRM_MAILS_PER_HOUR = 3  # confirmation mails one address gets, whoever typed it in
+# Confirmation mails an address gets an hour, whoever typed it in, and for one username at that address: enough that
+# a stranger with one address (5 submissions an hour) cannot use up the address's share, few enough not to flood it.
+CONFIRM_MAILS_PER_HOUR = 10
+CONFIRM_MAILS_PER_USERNAME = 3
+RATE_CONFIRM_PER_IP = "30/hour"
 CONFIRM_TTL_SECONDS = 24 * 3600
 GROUPS_CACHE_SECONDS = 60.0
 GROUPS_FAILURE_SECONDS = 10.0
@@ -89,6 +93,7 @@ class AccessRequests:
         self.settings = settings
         self.clock = clock
         self.per_ip = parse(RATE_PER_IP)
+        self.per_ip_confirm = parse(RATE_CONFIRM_PER_IP)
         self._groups: tuple[float, list[str]] | None = None  # (valid until, names)
         self._groups_lock = asyncio.Lock()
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
@@ -141,6 +146,11 @@ class AccessRequests:
             reason=values["reason"],
             requested_group=values["group"],
         )
+
+    def throttle_confirmations(self, ip: str) -> None:
+        """Confirmation links are random and single-use; this only keeps a script from hammering the route."""
+        if not self._limiter.hit(self.per_ip_confirm, "confirm", ip):
+            raise TooManyRequests("Too many requests; please try again later")
 
     def throttle(self, ip: str) -> None:
         """Count one submission; refuse once the IP has sent too many. There is no limit per email address on
@@ -224,7 +234,9 @@ class AccessRequests:
 
     def _send_confirmation(self, db: sqlite3.Connection, request_id: int, found: Submission, now: float) -> None:
         """A confirmation link for the request, unless its address had its share of them this hour."""
-        if self.store.confirm_links_sent(db, found.email, now - 3600) >= CONFIRM_MAILS_PER_HOUR:
+        sent_to_address = self.store.confirm_links_sent(db, found.email, now - 3600)
+        sent_for_name = self.store.confirm_links_sent(db, found.email, now - 3600, username=found.username)
+        if sent_to_address >= CONFIRM_MAILS_PER_HOUR or sent_for_name >= CONFIRM_MAILS_PER_USERNAME:
             self.store.audit(db, PUBLIC_ACTOR, "access.confirm_capped", found.username, {"id": request_id})
             return
         secret = secrets.token_urlsafe(32)
@@ -255,8 +267,8 @@ class AccessRequests:
     async def confirm(self, secret: str) -> int | None:
         """Spend a confirmation link: the request's email is proven and it goes to the admins (emailed, with
         review links). None when the link is unknown, used or expired."""
-        if not _SECRET.fullmatch(secret):
-            return None
+        if self.confirm_target(secret) is None:
+            return None  # before anything costs a directory call: the route is public
         admins = await self.admin_emails()
         now = self.clock()
         with self.store.transaction() as db:

@@ -21,6 +21,11 @@ def _when(value: object) -> str:
     return "until " + datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _from(detail: Detail) -> str:
+    source = detail.get("source")
+    return f" (from {source})" if isinstance(source, str) and source else ""
+
+
 def _kick(actor: str, target: str, detail: Detail) -> str:
     where = f"{detail.get('protocol', '?')} session on {detail.get('path', '?')}"
     outcome = "was stopped" if detail.get("kicked") else "could not be stopped (MediaMTX did not answer); it is refused"
@@ -66,8 +71,8 @@ SENTENCES: dict[str, Callable[[str, str, Detail], str]] = {
     "share.create": lambda a, t, d: f"{a} shared {d.get('path', '?')} {_when(d.get('expires_at'))} (link {t})",
     "share.revoke": _share_revoke,
     "share.use": lambda a, t, d: f"share link {t} was used for {d.get('path', '?')} ({d.get('uses', '?')} uses so far)",
-    "source.add": lambda a, t, d: f"{a} added the stream source {t}",
-    "source.change": lambda a, t, d: f"{a} changed the stream source {t}",
+    "source.add": lambda a, t, d: f"{a} added the stream source {t}{_from(d)}",
+    "source.change": lambda a, t, d: f"{a} changed the stream source {t}{_from(d)}",
     "source.delete": lambda a, t, d: f"{a} deleted the stream source {t}",
     "user.create": lambda a, t, d: f"{a} created the account {t} with {_list(d.get('groups'))}",
     "user.activate": lambda a, t, d: f"{a} activated {t}",

@@ -67,6 +67,7 @@ class AuthentikUser:
     is_active: bool = True
     groups: tuple[str, ...] = ()
     is_superuser: bool = False
+    type: str = "internal"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AuthentikUser:
@@ -82,6 +83,7 @@ class AuthentikUser:
             groups=tuple(name for name in groups if isinstance(name, str)),
             # Read-only and always sent; anything but a plain false counts as a superuser (never managed here).
             is_superuser=data.get("is_superuser") is not False,
+            type=data["type"] if isinstance(data.get("type"), str) else "internal",
         )
 
 

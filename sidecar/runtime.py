@@ -20,6 +20,7 @@ from sidecar.group_lookup import GroupLookup
 from sidecar.identity import RolePolicy, TrustedProxies
 from sidecar.keys import Secrets, load_secrets
 from sidecar.live import LiveStreams
+from sidecar.locks import ProcessLock
 from sidecar.mailer import Mailer
 from sidecar.media_auth import MediaAuth
 from sidecar.mediamtx import MediaMTXClient
@@ -159,7 +160,7 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
     mediamtx = None
     if settings.mediamtx_api_url:
         mediamtx = MediaMTXClient(http, settings.mediamtx_api_url, auth=ServiceTokenAuth(tokens))
-    users = UserAdmin(store, directory, roles)
+    users = UserAdmin(store, directory, roles, ProcessLock(settings.data_dir / "admin-change.lock"))
     # Local mode reads its own database every time; Authentik's answers are reused for a short while.
     lookup = GroupLookup(directory, roles, settings.group_cache_seconds if settings.mode == "authentik" else 0.0)
     users.on_changed = lookup.forget

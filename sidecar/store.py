@@ -680,10 +680,20 @@ class Store:
         ).fetchone()
         return row is not None
 
-    def confirm_links_sent(self, db: sqlite3.Connection, email: str, since: float) -> int:
-        row = db.execute(
-            "SELECT COUNT(*) FROM confirm_links WHERE email = ? AND created_at > ?", (email, since)
-        ).fetchone()
+    def confirm_links_sent(
+        self, db: sqlite3.Connection, email: str, since: float, *, username: str | None = None
+    ) -> int:
+        """Confirmation links mailed to `email` since `since` (for requests naming `username`, when given)."""
+        if username is None:
+            row = db.execute(
+                "SELECT COUNT(*) FROM confirm_links WHERE email = ? AND created_at > ?", (email, since)
+            ).fetchone()
+        else:
+            row = db.execute(
+                "SELECT COUNT(*) FROM confirm_links c JOIN access_requests r ON r.id = c.request_id "
+                "WHERE c.email = ? AND c.created_at > ? AND r.username = ?",
+                (email, since, username),
+            ).fetchone()
         return int(row[0])
 
     def confirm_link_request(self, secret_hash: str, now: float) -> int | None:

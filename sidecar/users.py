@@ -3,7 +3,6 @@ the sidecar may manage, and to changes that leave at least one active admin."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -13,6 +12,7 @@ from sidecar.directory import Directory, Group, User, UserPage
 from sidecar.directory.base import InvalidName, LastActive
 from sidecar.errors import BadRequest, ConflictError, Forbidden, NotFoundError
 from sidecar.identity import Principal, RolePolicy, group_name_problem
+from sidecar.locks import ProcessLock
 from sidecar.passwords import check_strength
 from sidecar.store import Store
 
@@ -45,15 +45,15 @@ class Recovery(Protocol):
 class UserAdmin:
     """Shared by the HTTP API, the pages and the CLI. Non-prefixed groups (tak_*, ...) are never shown or touched."""
 
-    def __init__(self, store: Store, directory: Directory, roles: RolePolicy) -> None:
+    def __init__(self, store: Store, directory: Directory, roles: RolePolicy, admin_lock: ProcessLock) -> None:
         self.store = store
         self.directory = directory
         self.roles = roles
         self.on_lost_access: Callable[[str, str], None] | None = None  # revocation (set by the wiring)
         self.on_changed: Callable[[str], None] | None = None  # forgets cached groups of that person (wiring)
-        # Changes that could remove the last admin, one at a time in this process (the local directory also makes
-        # the check and the change one transaction, which other processes wait for).
-        self._admin_change = asyncio.Lock()
+        # Changes that could remove the last admin, one at a time across the processes on this data dir (Authentik
+        # has no transaction to make the count and the change one step; the local directory also uses its own).
+        self._admin_change = admin_lock
 
     def _visible(self, user: User) -> User:
         return replace(user, groups=tuple(self.roles.managed(user.groups)))
@@ -79,16 +79,25 @@ class UserAdmin:
     def account_refusal(self, user: User, by: Actor) -> str | None:
         """Why `by` may not act on `user`'s account (activation, password, recovery), or None.
 
-        A video admin manages stream access, not accounts in general: directory administrators are never managed
-        from here, and someone who also belongs to groups outside the prefix (a TAK user) only by a directory admin.
+        A video admin manages stream access, not accounts in general: directory administrators and the directory's
+        machine accounts are never managed from here; someone who also belongs to groups outside the prefix (a TAK
+        user), or to no group at all (an account of the directory, not of the video site), only by a directory admin.
         """
         directory_admins = self.roles.directory_admin_groups() | {AUTHENTIK_ADMINS}
         if user.superuser or directory_admins & set(user.groups):
             return f"{user.username} administers the directory; change this account in the directory itself"
+        if user.service:
+            return f"{user.username} is a service account of the directory; change it in the directory itself"
+        directory_admin = isinstance(by, str) or by.directory_admin
         outside = [group for group in user.groups if not group.startswith(self.roles.prefix)]
-        if outside and not (isinstance(by, str) or by.directory_admin):
+        if outside and not directory_admin:
             return (
                 f"{user.username} also belongs to groups outside {self.roles.prefix}; "
+                "only a directory administrator may change this account"
+            )
+        if not user.groups and not directory_admin:
+            return (
+                f"{user.username} is in no {self.roles.prefix} group, so not one of the video site's people; "
                 "only a directory administrator may change this account"
             )
         return None
@@ -164,9 +173,10 @@ class UserAdmin:
     async def set_membership(self, username: str, group: str, member: bool, actor: Actor) -> bool:
         checked = await self.managed_group(group, actor)
         if member:
-            changed = await self.directory.add_to_group(username, checked.name)
+            changed = await self._add_without_promoting(username, checked, actor)
         else:
-            async with self._admin_change, self._last_admin():
+            async with self._admin_change.held(), self._last_admin():
+                await self._still_admin(actor)
                 changed = await self.directory.remove_from_group(
                     username, checked.name, keep_one_of=sorted(self.roles.admin_groups)
                 )
@@ -180,8 +190,21 @@ class UserAdmin:
                 self._lost_access(username, f"removed from {group}")
         return changed
 
+    async def _add_without_promoting(self, username: str, group: Group, actor: Actor) -> bool:
+        """Add the membership, unless it made the person a directory superuser (a group can inherit that from a
+        parent group in Authentik): then it is taken back, refused and audited."""
+        before = await self.directory.get_user(username)
+        changed = await self.directory.add_to_group(username, group.name)
+        after = await self.directory.get_user(username)
+        if changed and after is not None and after.superuser and not (before is not None and before.superuser):
+            await self.directory.remove_from_group(username, group.name)
+            self._denied(actor, "group.denied", group.name, {"reason": "makes its members directory administrators"})
+            raise Forbidden(f"{group.name} makes its members directory administrators; manage it in the directory")
+        return changed
+
     async def set_active(self, username: str, active: bool, actor: Actor) -> None:
-        async with self._admin_change, self._last_admin():
+        async with self._admin_change.held(), self._last_admin():
+            await self._still_admin(actor)
             await self._account(username, actor, "activate" if active else "deactivate")
             await self.directory.set_active(username, active, keep_one_of=sorted(self.roles.admin_groups))
         self._changed(username)
@@ -222,6 +245,15 @@ class UserAdmin:
         await directory.send_recovery_email(username, email_stage)
         with self.store.transaction() as db:
             self.store.audit(db, actor_name(actor), "user.recovery_email", username, {"email_stage": email_stage})
+
+    async def _still_admin(self, by: Actor) -> None:
+        """Decided when the request arrived; checked again once its turn came (another admin's change may have
+        taken the rights away meanwhile)."""
+        if isinstance(by, str) or by.source not in ("proxy", "session"):
+            return  # the shell, and the API key, whose rights no directory change takes away
+        user = await self.directory.get_user(by.username)
+        if user is None or not user.is_active or not set(self.roles.admin_groups) & set(user.groups):
+            raise Forbidden("you are no longer an admin")
 
     @staticmethod
     @asynccontextmanager

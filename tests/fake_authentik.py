@@ -33,6 +33,7 @@ class FakeGroup:
     name: str
     members: set[int] = field(default_factory=set)
     superuser: bool = False  # like `authentik Admins`: its members are superusers
+    parent: str | None = None  # a parent group's pk: members of a superuser group's children are superusers too
 
 
 @dataclass
@@ -145,8 +146,11 @@ class FakeAuthentik:
 
     # --- state ----------------------------------------------------------------------------------------------
 
-    def add_group(self, name: str, *, superuser: bool = False) -> FakeGroup:
-        group = FakeGroup(pk=str(uuid.uuid4()), num_pk=len(self.groups) + 1000, name=name, superuser=superuser)
+    def add_group(self, name: str, *, superuser: bool = False, parent: str | None = None) -> FakeGroup:
+        parent_pk = None if parent is None else self.group_named(parent).pk  # type: ignore[union-attr]
+        group = FakeGroup(
+            pk=str(uuid.uuid4()), num_pk=len(self.groups) + 1000, name=name, superuser=superuser, parent=parent_pk
+        )
         self.groups[group.pk] = group
         return group
 
@@ -196,6 +200,17 @@ class FakeAuthentik:
     def group_named(self, name: str) -> FakeGroup | None:
         return next((group for group in self.groups.values() if group.name == name), None)
 
+    def makes_superuser(self, group: FakeGroup) -> bool:
+        """Authentik: a group's members are superusers when it, or any group above it, is a superuser group."""
+        seen: set[str] = set()
+        current: FakeGroup | None = group
+        while current is not None and current.pk not in seen:
+            if current.superuser:
+                return True
+            seen.add(current.pk)
+            current = self.groups.get(current.parent) if current.parent else None
+        return False
+
     def groups_of(self, user: FakeUser) -> list[FakeGroup]:
         return sorted((g for g in self.groups.values() if user.pk in g.members), key=lambda g: g.name)
 
@@ -213,7 +228,7 @@ class FakeAuthentik:
             "is_active": user.is_active,
             "last_login": None,
             "date_joined": WHEN,
-            "is_superuser": any(group.superuser for group in groups),
+            "is_superuser": any(self.makes_superuser(group) for group in groups),
             "groups": [group.pk for group in groups],
             "groups_obj": [
                 {"pk": g.pk, "num_pk": g.num_pk, "name": g.name, "is_superuser": g.superuser, "attributes": {}}

@@ -241,13 +241,18 @@ def test_rate_limit_per_ip(app_client: TestClient) -> None:
     assert _submit(app_client, username="cy", email="cy@example.org").status_code == 429  # third from the IP
 
 
-def test_an_address_gets_at_most_three_confirmation_mails_an_hour(
+def test_an_address_gets_at_most_ten_confirmation_mails_an_hour_and_three_for_one_username(
     app_client: TestClient, smtp: tuple[Controller, Inbox]
 ) -> None:
-    for number in range(5):
+    requests = _services(app_client).access_requests
+    requests.per_ip = parse("100/hour")
+    for number in range(4):
+        assert _submit_unconfirmed(app_client, reason=f"attempt {number}").status_code == 200
+    assert len(smtp[1].to("ada@example.org")) == 3  # one username at the address
+    for number in range(10):
         assert _submit_unconfirmed(app_client, username=f"ada{number}").status_code == 200
-    assert len(smtp[1].to("ada@example.org")) == 3
-    assert len(_services(app_client).store.list_audit(action="access.confirm_capped")) == 2
+    assert len(smtp[1].to("ada@example.org")) == 10  # the whole address
+    assert len(_services(app_client).store.list_audit(action="access.confirm_capped")) == 4
 
 
 def test_a_repeated_submission_changes_nothing(app_client: TestClient) -> None:

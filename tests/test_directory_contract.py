@@ -16,6 +16,7 @@ from sidecar.directory.base import Conflict, Directory, DirectoryError, InvalidN
 from sidecar.directory.local import LocalDirectory
 from sidecar.errors import Forbidden
 from sidecar.identity import RolePolicy
+from sidecar.locks import ProcessLock
 from sidecar.runtime import AuthentikNotConnected, build_services
 from sidecar.settings import Settings
 from sidecar.store import Store
@@ -198,7 +199,8 @@ async def test_tak_group_membership_is_refused_and_audited_without_reaching_auth
     async with authentik_backend(store) as backend:
         fake = backend.fake
         assert fake is not None
-        users = UserAdmin(store, backend.directory, RolePolicy(frozenset({"vid_admin"}), "vid_"))
+        roles = RolePolicy(frozenset({"vid_admin"}), "vid_")
+        users = UserAdmin(store, backend.directory, roles, ProcessLock(store.path.parent / "admin-change.lock"))
 
         with pytest.raises(Forbidden):
             await users.set_membership("bob", "tak_admin", True, "alice")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import bcrypt
 import httpx
 import pytest
 import uvicorn
@@ -362,3 +363,34 @@ def test_editor_bodies_may_exceed_the_sidecars_own_limit(http: httpx.Client) -> 
     # The sidecar's own routes, and its paths the proxy refuses, keep the small limit.
     for target in ("/api/v1/users", "/users/nobody/groups", "/auth/login"):
         assert http.post(target, content=b"x" * 100_000, headers=headers).status_code == 413, target
+
+
+def test_a_streamed_body_whose_sender_lost_admin_meanwhile_never_reaches_the_editor_whole(
+    http: httpx.Client, proxy_settings: Settings, editor: tuple[FixtureEditor, ServerThread]
+) -> None:
+    """A body without Content-Length (or too large to read first) streams to the editor, all but its end: who sent
+    it is decided again once it is complete, and a sender who lost admin meanwhile gets a 403."""
+    store = Store(proxy_settings.database_path)
+    try:
+        password_hash = bcrypt.hashpw(b"held-password-1", bcrypt.gensalt(4)).decode()
+        with store.transaction() as db:
+            store.insert_user(db, "held", email="", name="", password_hash=password_hash, active=True)
+            store.add_membership(db, "held", "vid_admin")
+        token = http.post("/auth/login", json={"username": "held", "password": "held-password-1"}).json()["token"]
+        http.cookies.clear()
+
+        def body() -> Iterator[bytes]:
+            yield b"first=1&"
+            time.sleep(0.5)  # the sidecar has read the headers and let an admin in
+            with store.transaction() as db:  # another admin removes them while the body is on its way
+                store.remove_membership(db, "held", "vid_admin")
+            yield b"second=2"
+
+        headers = {"Authorization": f"Bearer {token}", "Origin": str(http.base_url)}
+        answer = http.post("/probe/echo", content=body(), headers=headers)
+        assert answer.status_code == 403, answer.text
+        assert "your access changed" in answer.json()["error"]
+        events = audit_events(proxy_settings)
+        assert ("held", "editor.change", "POST /probe/echo") in events  # the attempt is on record
+    finally:
+        store.close()

@@ -16,6 +16,9 @@ from sidecar.directory.base import (
     validate_username,
 )
 
+# Authentik's machine accounts (outposts, API tokens): disabling one can take single sign-on down for everyone.
+SERVICE_TYPES = frozenset({"service_account", "internal_service_account"})
+
 
 def _user(found: AuthentikUser) -> User:
     return User(
@@ -26,6 +29,7 @@ def _user(found: AuthentikUser) -> User:
         groups=found.groups,
         uid=str(found.pk),
         superuser=found.is_superuser,
+        service=found.type in SERVICE_TYPES,
     )
 
 

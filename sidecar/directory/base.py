@@ -38,6 +38,7 @@ class User:
     groups: tuple[str, ...] = ()
     uid: str = ""
     superuser: bool = False  # administers the directory itself (Authentik's is_superuser); never managed here
+    service: bool = False  # a machine account of the directory (an outpost's, an API token's); never managed here
 
 
 @dataclass(frozen=True)

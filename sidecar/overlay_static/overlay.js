@@ -13,6 +13,7 @@
   ];
   const GROUP_ID = "group-access";
   const ICON = "group"; // a Material Symbols name, like the editor's own group icons
+  const ICON_WITHOUT_FONT = "👥";
   // The editor's tabs that manage its own accounts, which no longer sign in: people are managed in the sidecar.
   const REPLACED_TABS = ["webusers", "account"];
   const AUTH_BANNER =
@@ -51,6 +52,16 @@
     return button;
   }
 
+  // The editor loads its icon font from a CDN; offline (an air-gapped site) icon names show as words, and the word
+  // would be cut off in the 52 px strip. Without the font a ligature is as wide as its letters: then a character.
+  function iconFontMissing(symbol) {
+    const probe = node("span", "material-symbols-outlined", "x");
+    symbol.after(probe);
+    const missing = symbol.offsetWidth > 2 * probe.offsetWidth;
+    probe.remove();
+    return missing;
+  }
+
   // Opens and closes like the editor's groups (its own toggleGroup: the sidebar expands with the first open group),
   // and answers the keyboard, which the editor's labels do not.
   function toggle(group, label) {
@@ -76,8 +87,12 @@
     const symbol = node("span", "material-symbols-outlined", ICON);
     symbol.setAttribute("aria-hidden", "true");
     icon.append(symbol);
+    sidebar.append(icon); // measured in place (see iconFontMissing), moved into the label below
     const arrow = node("span", "group-arrow", "▶");
     arrow.setAttribute("aria-hidden", "true");
+    if (iconFontMissing(symbol)) {
+      symbol.textContent = ICON_WITHOUT_FONT;
+    }
     label.append(icon, node("span", "sidebar-label", "Access"), arrow);
     label.addEventListener("click", () => toggle(group, label));
     label.addEventListener("keydown", (event) => {

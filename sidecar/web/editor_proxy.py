@@ -75,6 +75,7 @@ EMAIL_SETTINGS = "/api/webeditor/email/"
 # The editor's Web Users writes that name an existing account (JSON `{"username": ...}`).
 SERVICE_ACCOUNT_WRITES = ("/api/webeditor/users/update", "/api/webeditor/users/delete")
 MAX_USER_WRITE_BYTES = 64 * 1024
+UPLOAD_SECONDS = 300.0
 SERVICE_ACCOUNT_REFUSAL = "the sidecar signs in to the editor with this account; it cannot be changed or deleted here"
 SIGN_OUT_PAGE = (
     "<!doctype html><title>Sign out</title>"
@@ -119,8 +120,10 @@ async def proxy(request: Request) -> Response:
     editor_url = svc.settings.editor_url or ""
     timeout = httpx.Timeout(svc.settings.upstream_timeout, read=READ_TIMEOUT_SECONDS, write=READ_TIMEOUT_SECONDS)
     body: bytes | AsyncIterator[bytes] | None = _body(request)
-    if bridge is not None and body is not None and _small_body(request):
-        body = await request.body()  # kept, so the request can be repeated after signing in again
+    if body is not None and _small_body(request):
+        body = await request.body()  # read already; with the bridge, kept to repeat after signing in again
+    elif body is not None:
+        body = _checked_stream(request)
 
     def build(editor_cookie: str | None) -> httpx.Request:
         # Built directly rather than with `build_request`, which would add the client's default headers (an
@@ -152,6 +155,8 @@ async def proxy(request: Request) -> Response:
                     return _sign_in_failed(request)
     except EditorSignInFailed:
         return _sign_in_failed(request)
+    except StreamRefused as stopped:
+        return JSONResponse({"error": stopped.message}, status_code=stopped.status)
     except httpx.HTTPError as error:
         log.warning("editor unreachable at %s: %s", editor_url, type(error).__name__)
         return _unreachable(request)
@@ -225,6 +230,36 @@ async def _service_account_guard(request: Request, settings: Settings) -> Respon
             request, "the sidecar signs in to the editor with this account; it cannot be changed or deleted here"
         )
     return None
+
+
+class StreamRefused(Exception):
+    """A streamed body that took too long, or whose sender lost the right to send it while it arrived."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def _checked_stream(request: Request) -> AsyncIterator[bytes]:
+    """A body too large to read first (an upload, or one without Content-Length) goes on to the editor as it
+    arrives, all but its last chunk: who is asking is decided again once it is complete, and only then does the
+    editor get the end of it (it acts on a request only once the whole body is there). The whole body must arrive
+    within `UPLOAD_SECONDS`."""
+    deadline = time.monotonic() + UPLOAD_SECONDS
+    held: bytes | None = None
+    async for chunk in request.stream():
+        if time.monotonic() > deadline:
+            raise StreamRefused(408, "the request body took too long to arrive")
+        if held is not None:
+            yield held
+        held = chunk
+    request.state.principal = None  # decide again, now
+    who = await principal(request)
+    if who.role != Role.ADMIN:
+        raise StreamRefused(403, "the editor is for admins only (your access changed while the request was sent)")
+    if held is not None:
+        yield held
 
 
 def _small_body(request: Request) -> bool:

@@ -139,6 +139,11 @@ async def confirm_page(request: Request) -> Response:
 
 async def confirm(request: Request) -> Response:
     check_same_origin(request)
+    try:
+        services(request).access_requests.throttle_confirmations(client_ip(request))
+    except SidecarError as error:
+        context = {"status": error.status, "message": error.message}
+        return _public(page(request, "error.html", context, status_code=error.status))
     if await services(request).access_requests.confirm(request.path_params["secret"]) is None:
         return _gone(request)
     await services(request).access_requests.mailer.flush()

@@ -11,7 +11,8 @@ and a flood of anonymous form views that would each cost an Authentik call. Mail
 Caddy with the shipped Caddyfile and a real `sidecar serve` process.
 
 Every attack must fail and the victim's own flow (confirm, approval mail with the set-password link, password,
-sign-in) must still work. Per-address cap, documented here: one address gets at most 3 confirmation mails an hour,
+sign-in) must still work. Per-address cap, documented here: one address gets at most 10 confirmation mails an hour
+(3 for one username there),
 whoever typed it in; submissions are limited per client IP (5 an hour), never per address.
 """
 
@@ -80,7 +81,8 @@ REVIEW_PATH = re.compile(r"/request-access/review/[A-Za-z0-9_-]+")
 URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 QUOTE = "  | "
 MAIL_HEADERS = {"from", "to", "subject", "content-type", "content-transfer-encoding", "mime-version"}
-CONFIRM_MAILS_PER_HOUR = 3  # the documented per-address cap on confirmation mails
+CONFIRM_MAILS_PER_HOUR = 10  # the documented per-address cap on confirmation mails
+CONFIRM_MAILS_PER_USERNAME = 3  # and per username at one address
 
 
 # --- a real SMTP server ---------------------------------------------------------------------------------------------
@@ -559,9 +561,11 @@ def test_an_unconfirmed_request_cannot_be_approved_or_rejected(site: Site) -> No
 
 
 def _junk(site: Site, count: int, ip: str = ATTACKER_IP) -> None:
+    """`count` junk requests naming the victim's address, five per client address (the per-IP limit)."""
     for number in range(count):
         junk = {"username": f"junk{number}", "name": "Junk", "reason": "spam", "group": ""}
-        assert site.submit(ip, **junk).status_code == 200
+        sender = ip if number < 5 else f"198.51.100.{number // 5}"
+        assert site.submit(sender, **junk).status_code == 200
 
 
 def test_junk_requests_with_the_victims_email_from_another_ip_leave_her_flow_working(site: Site) -> None:
@@ -577,15 +581,28 @@ def test_junk_requests_with_the_victims_email_from_another_ip_leave_her_flow_wor
 
 
 def test_five_junk_requests_with_the_victims_email_do_not_refuse_hers(site: Site) -> None:
-    _junk(site, 5)
+    _junk(site, 5)  # all one client address may send in an hour
     answer = site.submit(VICTIM_IP)
     assert answer.status_code == 200, answer.text  # not 429: no per-address submission limit
     victim = site.only_row(username="alice")
     assert _details(victim) == VICTIM_ROW
-    # The documented cap: the address got 3 confirmation mails this hour (the first three junk ones), no more.
-    assert len(site.inbox.to(VICTIM_MAIL)) == CONFIRM_MAILS_PER_HOUR
-    assert len(site.audit("access.confirm_capped")) == 5 + 1 - CONFIRM_MAILS_PER_HOUR
+    mine = [d for d in site.inbox.to(VICTIM_MAIL, "Confirm") if "the user alice." in d.body]
+    assert len(mine) == 1  # one sender's junk cannot use up the address's confirmation mails
+    assert site.audit("access.confirm_capped") == []
     assert site.submit(ATTACKER_IP, username="junk9", reason="spam", group="").status_code == 429  # per IP
+
+
+def test_the_per_address_cap_holds_against_several_senders(site: Site) -> None:
+    _junk(site, CONFIRM_MAILS_PER_HOUR + 2)  # from three client addresses
+    assert len(site.inbox.to(VICTIM_MAIL)) == CONFIRM_MAILS_PER_HOUR
+    assert len(site.audit("access.confirm_capped")) == 2
+
+
+def test_one_username_at_an_address_gets_at_most_three_confirmation_mails(site: Site) -> None:
+    for number in range(CONFIRM_MAILS_PER_USERNAME + 1):  # each with other words: requests of their own
+        assert site.submit(ATTACKER_IP, reason=f"attempt {number}").status_code == 200
+    assert len(site.inbox.to(VICTIM_MAIL)) == CONFIRM_MAILS_PER_USERNAME
+    assert len(site.audit("access.confirm_capped")) == 1
 
 
 def test_victim_capped_by_junk_gets_her_confirmation_once_the_hour_is_over(site: Site) -> None:
@@ -1031,3 +1048,17 @@ def test_hijack_by_an_earlier_submission_fails_through_caddy(stack: Stack) -> No
     assert approved.status_code == 200 and approved.json()["emailed"] is True, approved.text
     assert stack.approve(attacker["id"]).status_code == 409
     stack.victim_finishes("dinah", "dinah@example.org")
+
+
+def test_guessed_confirmation_links_cost_no_directory_call_and_are_throttled(
+    sso: tuple[TestClient, CountingTransport],
+) -> None:
+    """A confirmation is checked before anything else is asked of Authentik (whose user list it would read to find
+    the admins to notify), and one client cannot hammer the public route."""
+    client, transport = sso
+    answers = [
+        client.post(f"/request-access/confirm/{'A' * 42}{number % 10}", headers={"origin": OWN}).status_code
+        for number in range(35)
+    ]
+    assert transport.calls == []
+    assert answers[:30] == [404] * 30 and set(answers[30:]) == {429}

@@ -50,14 +50,22 @@ ACTIONS = ("recovery_link", "recovery_email", "deactivate", "activate")
 SETTLE_SECONDS = 10.0
 
 
+# Accounts of the directory that are not the video site's people: no group at all, or a machine account.
+LONER, SLEEPER, OUTPOST = "loner", "sleeper", "ak-outpost-1a2b"
+
+
 def seeded() -> FakeAuthentik:
     fake = FakeAuthentik()
     fake.add_group("authentik Admins", superuser=True)
     fake.add_group("vid_ops", superuser=True)
     for name in ("vid_admin", "vid_public", "vid_private", "tak_ops", "tak_users"):
         fake.add_group(name)
+    fake.add_group("vid_inherits", parent="authentik Admins")  # superuser only through its parent
     for username, (groups, active) in PEOPLE.items():
         fake.add_user(username, *groups, name=username.title(), email=f"{username}@example.org", is_active=active)
+    fake.add_user(LONER, name="Loner", email="loner@example.org")
+    fake.add_user(SLEEPER, name="Sleeper", email="sleeper@example.org", is_active=False)
+    fake.add_user(OUTPOST, name="Outpost", type="internal_service_account")
     return fake
 
 
@@ -481,3 +489,37 @@ def test_two_admins_racing_to_step_down_leave_an_active_admin(solo_restored: Sit
     assert set(statuses) <= {200, 403, 409}, [(a.status_code, a.text) for a in answers]
     assert 409 in statuses
     assert len(active_admins(fake)) >= 1, "both admins stepped down: nobody is left to administer the site"
+
+
+@pytest.mark.parametrize("target", [LONER, SLEEPER, OUTPOST])
+@pytest.mark.parametrize("action", ACTIONS)
+def test_video_admin_cannot_touch_accounts_outside_the_video_site(site: Site, target: str, action: str) -> None:
+    """Accounts in no group (another app's people, someone an Authentik admin disabled) and the directory's machine
+    accounts (an outpost's: disabling it takes single sign-on down) are not the video site's people."""
+    before = Snapshot.of(site.authentik)
+    since = max((int(e["id"]) for e in site.audit("user.denied")), default=0)
+    with site.client(ATTACKER) as client:
+        csrf = client.get("/api/v1/me").json()["csrf_token"]
+        assert_refused(attempt(site, client, action, target, csrf))
+    assert Snapshot.of(site.authentik) == before
+    assert len(denials_since(site, since, ATTACKER)) == 1
+
+
+def test_a_directory_admin_may_act_on_an_account_in_no_group_but_never_on_a_machine_account(site: Site) -> None:
+    with site.client(DIRECTORY_ADMIN) as client:
+        csrf = client.get("/api/v1/me").json()["csrf_token"]
+        assert attempt(site, client, "recovery_link", LONER, csrf).status_code == 200
+        before = Snapshot.of(site.authentik)
+        assert_refused(attempt(site, client, "deactivate", OUTPOST, csrf))
+    assert Snapshot.of(site.authentik) == before
+
+
+def test_a_group_that_inherits_superuser_from_its_parent_cannot_be_joined(site: Site) -> None:
+    before = Snapshot.of(site.authentik)
+    with site.client(ATTACKER) as client:
+        csrf = client.get("/api/v1/me").json()["csrf_token"]
+        answer = site.write(client, "PUT", f"/api/v1/users/{PLAIN}/groups/vid_inherits", csrf=csrf)
+    assert_refused(answer)
+    assert Snapshot.of(site.authentik).groups == before.groups  # taken back at once
+    plain = site.authentik.user_named(PLAIN)
+    assert plain is not None and "vid_inherits" not in [g.name for g in site.authentik.groups_of(plain)]

@@ -27,6 +27,7 @@ import pytest
 
 from sidecar.directory.local import LocalDirectory
 from sidecar.identity import RolePolicy
+from sidecar.locks import ProcessLock
 from sidecar.processes import LoggedProcess, caddy_binary, free_port, repo_caddyfile, start_process, stop_process
 from sidecar.store import Store
 from sidecar.users import UserAdmin
@@ -115,7 +116,7 @@ def _seed(data_dir: Path) -> None:
     store = Store(settings.database_path)
     try:
         roles = RolePolicy(admin_groups=frozenset(settings.admin_groups), prefix=settings.group_prefix)
-        users = UserAdmin(store, LocalDirectory(store), roles)
+        users = UserAdmin(store, LocalDirectory(store), roles, ProcessLock(data_dir / "admin-change.lock"))
 
         async def add_all(names: tuple[str, ...]) -> None:
             for username in names:

@@ -918,5 +918,5 @@ def test_authentik_hostile_usernames_in_the_top_bar_and_the_editor_overlay_are_i
     response = who.open(ak_site + "/")
     assert response.status == 200
     assert_no_raw_markup(response)
-    expect(page.locator("#group-access button.sidebar-item")).to_have_text(["Users", "Stream access"])
+    expect(page.locator("#group-access button.sidebar-item")).to_have_text(["Users", "Stream access", "Audit"])
     assert_inert(who, strict=False)  # the editor's own page has inline script and onclick handlers
