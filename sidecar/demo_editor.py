@@ -20,14 +20,14 @@ from starlette.templating import Jinja2Templates
 COOKIE = "session"
 NO_STORE = {"Cache-Control": "no-cache, no-store, must-revalidate"}
 
-# The real editor's groups (it has more tabs in each); icons are characters here, where the real editor loads an icon
-# font from a CDN.
+# The real editor's groups (it has more tabs in each); icons are characters common fonts have, where the real editor
+# loads an icon font from a CDN.
 SIDEBAR: list[dict[str, Any]] = [
-    {"id": "status", "label": "Status", "icon": "📊", "tabs": [("dashboard", "Dashboard"), ("logs", "Live Logs")]},
+    {"id": "status", "label": "Status", "icon": "◉", "tabs": [("dashboard", "Dashboard"), ("logs", "Live Logs")]},
     {
         "id": "streaming",
         "label": "Streaming",
-        "icon": "🎥",
+        "icon": "▣",
         "tabs": [("streams", "Active Streams"), ("recordings", "Recordings")],
     },
     {
@@ -39,10 +39,10 @@ SIDEBAR: list[dict[str, Any]] = [
     {
         "id": "system",
         "label": "System",
-        "icon": "🔧",
+        "icon": "⚒",
         "tabs": [("service", "Service Control"), ("versions", "Versions")],
     },
-    {"id": "admin", "label": "Admin", "icon": "🛡", "tabs": [("webusers", "Web Users"), ("account", "Account")]},
+    {"id": "admin", "label": "Admin", "icon": "⚑", "tabs": [("webusers", "Web Users"), ("account", "Account")]},
 ]
 
 

@@ -81,4 +81,9 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
 
 
 # Real-process fixtures (Caddy, the sidecar, stand-in upstreams) for tests marked `caddy`.
-pytest_plugins = ["tests.processes_fixtures", "tests.browser_fixtures", "tests.browser_authentik_fixtures"]
+pytest_plugins = [
+    "tests.processes_fixtures",
+    "tests.browser_fixtures",
+    "tests.browser_authentik_fixtures",
+    "tests.real_editor_fixtures",
+]

@@ -77,7 +77,6 @@ def test_admin_reaches_the_editor_without_its_login_and_manages_bob_from_the_use
     assert "session" not in {cookie["name"] for cookie in page.context.cookies()}
     access = page.locator("#group-access")
     expect(access.locator("button.sidebar-item")).to_have_text(["Users", "Stream access", "Audit"])
-    screenshot(page, "editor-users-tab", full_page=False)
 
     with page.expect_navigation(url=stack.site + "/users"):
         access.get_by_role("button", name="Users").click()

@@ -13,7 +13,6 @@
   ];
   const GROUP_ID = "group-access";
   const ICON = "group"; // a Material Symbols name, like the editor's own group icons
-  const ICON_WITHOUT_FONT = "👥";
   // The editor's tabs that manage its own accounts, which no longer sign in: people are managed in the sidecar.
   const REPLACED_TABS = ["webusers", "account"];
   const AUTH_BANNER =
@@ -52,8 +51,34 @@
     return button;
   }
 
+  // Two people, drawn: needs no font at all, and takes the label's colour (grey, white on hover, blue when open).
+  function peopleIcon() {
+    const svg = "http://www.w3.org/2000/svg";
+    const icon = document.createElementNS(svg, "svg");
+    icon.setAttribute("viewBox", "0 0 24 24");
+    icon.setAttribute("width", "1em");
+    icon.setAttribute("height", "1em");
+    icon.setAttribute("fill", "currentColor");
+    icon.setAttribute("aria-hidden", "true");
+    icon.classList.add("sidecar-icon");
+    const shapes = [
+      ["circle", { cx: "9", cy: "8", r: "3.5" }],
+      ["circle", { cx: "17", cy: "9", r: "2.5" }],
+      ["path", { d: "M2 19c0-3.3 3.1-5.5 7-5.5s7 2.2 7 5.5v1H2z" }],
+      ["path", { d: "M16.5 13.6c2.9.2 5.5 1.9 5.5 4.4v1h-4.5c0-2.2-.4-4-1-5.4z" }],
+    ];
+    for (const [tag, attributes] of shapes) {
+      const shape = document.createElementNS(svg, tag);
+      for (const [name, value] of Object.entries(attributes)) {
+        shape.setAttribute(name, value);
+      }
+      icon.append(shape);
+    }
+    return icon;
+  }
+
   // The editor loads its icon font from a CDN; offline (an air-gapped site) icon names show as words, and the word
-  // would be cut off in the 52 px strip. Without the font a ligature is as wide as its letters: then a character.
+  // would be cut off in the 52 px strip. Without the font a ligature is as wide as its letters: then a drawn icon.
   function iconFontMissing(symbol) {
     const probe = node("span", "material-symbols-outlined", "x");
     symbol.after(probe);
@@ -91,7 +116,7 @@
     const arrow = node("span", "group-arrow", "▶");
     arrow.setAttribute("aria-hidden", "true");
     if (iconFontMissing(symbol)) {
-      symbol.textContent = ICON_WITHOUT_FONT;
+      symbol.replaceWith(peopleIcon());
     }
     label.append(icon, node("span", "sidebar-label", "Access"), arrow);
     label.addEventListener("click", () => toggle(group, label));
