@@ -1,6 +1,6 @@
-"""Module fixtures for the authentik-mode browser tests: a fake Authentik API, the fixture editor (with its own
-login) and a cookie-driven stand-in outpost, each served by uvicorn in a thread; the real sidecar in authentik mode
-with the SSO bridge on; and the real Caddy with the shipped Caddyfile asking the stand-in outpost."""
+"""Module fixtures for the authentik-mode browser tests: a fake Authentik API and a cookie-driven stand-in outpost,
+each served by uvicorn in a thread; the real MediaMTX web editor (with its own login); the real sidecar in authentik
+mode with the SSO bridge on; and the real Caddy with the shipped Caddyfile asking the stand-in outpost."""
 
 from __future__ import annotations
 
@@ -14,11 +14,9 @@ from playwright.sync_api import BrowserContext
 from sidecar.processes import stop_process
 from tests.fake_authentik import TOKEN, FakeAuthentik
 from tests.fake_mediamtx import FakeMediaMTX
-from tests.fixture_editor import PASSWORD as EDITOR_PASSWORD
-from tests.fixture_editor import USERNAME as EDITOR_USERNAME
-from tests.fixture_editor import FixtureEditor
 from tests.outpost_stand_in import COOKIE, create_outpost
 from tests.processes_fixtures import OUTPOST_AUTH_URI, Endpoint, Launch, ServedApp, serve_sidecar
+from tests.real_editor import SERVICE_PASSWORD, SERVICE_USER, RealEditor
 
 VID_GROUPS = ("vid_public", "vid_private", "vid_admin")
 TAK_GROUPS = ("tak_users", "tak_ROLE_ADMIN")
@@ -28,7 +26,7 @@ TAK_GROUPS = ("tak_users", "tak_ROLE_ADMIN")
 class AuthentikStack:
     site: str  # Caddy's site
     authentik: FakeAuthentik
-    editor: FixtureEditor
+    editor: RealEditor
     data_dir: Path
 
 
@@ -57,13 +55,13 @@ def authentik_stack(
     process_dir: Path,
     fake_mediamtx_http: tuple[FakeMediaMTX, str],
 ) -> Iterator[AuthentikStack]:
-    """The sidecar in authentik mode (SSO bridge to the fixture editor) behind the shipped Caddyfile."""
+    """The sidecar in authentik mode (SSO bridge to the real MediaMTX web editor) behind the shipped Caddyfile."""
     _, mediamtx_url = fake_mediamtx_http
     fake = seeded_authentik()
-    editor = FixtureEditor()
+    editor = RealEditor(process_dir / "browser-authentik-editor")
+    editor.start()
     with (
         ServedApp(fake.app) as authentik,
-        ServedApp(editor.app) as editor_server,
         ServedApp(create_outpost()) as outpost,
     ):
         data_dir = process_dir / "browser-authentik-data"
@@ -76,13 +74,14 @@ def authentik_stack(
             authentik_url=authentik.endpoint.url,
             authentik_token=TOKEN,
             mediamtx_api_url=mediamtx_url,
-            editor_url=editor_server.endpoint.url,
-            editor_username=EDITOR_USERNAME,
-            editor_password=EDITOR_PASSWORD,
+            editor_url=editor.url,
+            editor_username=SERVICE_USER,
+            editor_password=SERVICE_PASSWORD,
         )
         caddy = start_caddy("caddy-authentik", sidecar=sidecar, auth=outpost.endpoint, auth_uri=OUTPOST_AUTH_URI)
         yield AuthentikStack(site=caddy.url, authentik=fake, editor=editor, data_dir=data_dir)
         stop_process(proc)  # before its upstreams go; Caddy, idle, goes at the end of the session
+    editor.stop()
 
 
 def signed_in_as(context: BrowserContext, site: str, username: str) -> BrowserContext:
