@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import httpx
 
-from sidecar import jsonfields
+from sidecar import jsonfields, outbound
 from sidecar.directory.base import DirectoryError, InvalidName, NotFound
 
 # Query parameters: a mapping, or pairs where a name repeats (`groups_by_name=a&groups_by_name=b`).
@@ -173,7 +173,11 @@ class AuthentikUserPage:
 
 
 class AuthentikClient:
-    """Calls Authentik's API through a caller-owned `httpx.AsyncClient` (which also sets the timeouts)."""
+    """Calls Authentik's API through a caller-owned `httpx.AsyncClient`.
+
+    Each call (all its attempts included) must be done within `timeout` seconds, by default the client's own
+    timeout, and its answer may be at most `max_answer_bytes` long (see sidecar/outbound.py).
+    """
 
     def __init__(
         self,
@@ -182,11 +186,15 @@ class AuthentikClient:
         token: str,
         *,
         retry_backoff: Sequence[float] = (0.2, 0.8),
+        timeout: float | None = None,
+        max_answer_bytes: int = outbound.MAX_ANSWER_BYTES,
     ) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._retry_backoff = tuple(retry_backoff)
+        self._timeout = outbound.total_timeout(http) if timeout is None else timeout
+        self._max_answer_bytes = max_answer_bytes
 
     # --- users ----------------------------------------------------------------------------------------------
 
@@ -357,14 +365,16 @@ class AuthentikClient:
     # --- transport ------------------------------------------------------------------------------------------
 
     async def _read(self, endpoint: str, params: Query) -> Any:
-        """GET with retries: reads are idempotent, so a refused connection or a 5xx is worth another try."""
-        for delay in (*self._retry_backoff, None):
-            try:
-                return _json(await self._send("GET", endpoint, params=params))
-            except _Retryable as error:
-                if delay is None:
-                    raise error.cause from error.__cause__
-                await asyncio.sleep(delay)
+        """GET with retries: reads are idempotent, so a refused connection or a 5xx is worth another try, as long
+        as the try and the pause before it fit in what is left of the call's one deadline."""
+        with outbound.deadline(self._timeout) as deadline:
+            for delay in (*self._retry_backoff, None):
+                try:
+                    return _json(await self._send("GET", endpoint, params=params))
+                except _Retryable as error:
+                    if delay is None or outbound.time_left(deadline) <= delay:
+                        raise error.cause from error.__cause__
+                    await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _write(
@@ -390,14 +400,33 @@ class AuthentikClient:
         params: Query,
         body: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
+        """One request, its answer read whole within the call's deadline and size cap."""
         url = f"{self._base_url}/api/v3{endpoint}"
         query = httpx.QueryParams(dict(params) if isinstance(params, Mapping) else list(params))
         try:
-            response = await self._http.request(method, url, params=query, json=body, headers=self._headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as error:
+            response = await outbound.fetch(
+                self._http,
+                method,
+                url,
+                params=query,
+                json=body,
+                headers=self._headers,
+                timeout=self._timeout,
+                limit=self._max_answer_bytes,
+            )
+        except outbound.AnswerTooLarge as error:
+            size = outbound.describe_size(error.limit)
+            raise AuthentikUnavailable(
+                f"Authentik sent an answer larger than {size}; the sidecar stopped reading"
+            ) from error
+        except (httpx.ConnectError, httpx.RemoteProtocolError) as error:
+            # RemoteProtocolError covers a pooled keep-alive connection that Authentik had already closed.
             raise _Retryable(AuthentikUnavailable(f"Authentik is unreachable at {self._where()}")) from error
         except httpx.TimeoutException as error:
-            raise AuthentikUnavailable(f"Authentik is unreachable at {self._where()} (no answer in time)") from error
+            # A timeout (connecting included) used up the call's deadline: there is no time left to try again.
+            raise AuthentikUnavailable(
+                f"Authentik is unreachable at {self._where()} (no answer within {self._timeout:g} s)"
+            ) from error
         except httpx.InvalidURL as error:
             raise AuthentikError("the Authentik URL is not a valid URL") from error
         except (httpx.HTTPError, httpx.StreamError) as error:

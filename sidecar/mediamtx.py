@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
-from sidecar import jsonfields
+from sidecar import jsonfields, outbound
 
 ERROR_MESSAGE_LIMIT = 200
 DEFAULT_PAGE_SIZE = 100  # MediaMTX's own default for itemsPerPage
@@ -176,7 +176,12 @@ class ServerInfo:
 
 
 class MediaMTXClient:
-    """Calls MediaMTX's control API through a caller-owned `httpx.AsyncClient` (which also sets the timeouts)."""
+    """Calls MediaMTX's control API through a caller-owned `httpx.AsyncClient`.
+
+    Each call (all its attempts, and all pages of a listing people wait for, included) must be done within
+    `timeout` seconds, by default the client's own timeout, and each answer may be at most `max_answer_bytes` long
+    (see sidecar/outbound.py). A change counts as done only when MediaMTX itself confirmed it (`_confirmed`).
+    """
 
     def __init__(
         self,
@@ -186,6 +191,8 @@ class MediaMTXClient:
         *,
         page_size: int = DEFAULT_PAGE_SIZE,
         retry_backoff: Sequence[float] = (0.1, 0.4),
+        timeout: float | None = None,
+        max_answer_bytes: int = outbound.MAX_ANSWER_BYTES,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
@@ -194,21 +201,30 @@ class MediaMTXClient:
         self._auth = auth
         self._page_size = page_size
         self._retry_backoff = tuple(retry_backoff)
+        self._timeout = outbound.total_timeout(http) if timeout is None else timeout
+        self._max_answer_bytes = max_answer_bytes
 
     async def info(self) -> ServerInfo:
         data = _object(await self._read("/v3/info"))
         return ServerInfo(version=_str(data, "version"), started=_opt_str(data, "started"))
 
     async def list_paths(self) -> list[PathInfo]:
-        items = await self._read_all_pages("/v3/paths/list", key="name")
+        # Someone is waiting for this list (the streams page): every page shares one deadline.
+        with outbound.deadline(self._timeout):
+            items = await self._read_all_pages("/v3/paths/list", key="name")
         return [PathInfo.from_json(item) for item in items if _str(item, "name")]
 
     async def get_path(self, name: str) -> PathInfo:
         return PathInfo.from_json(_object(await self._read(f"/v3/paths/get/{escape_path(name)}")))
 
     async def list_path_configs(self) -> list[PathConfig]:
-        items = await self._read_all_pages("/v3/config/paths/list", key="name")
+        with outbound.deadline(self._timeout):  # an admin's sources page waits for every page
+            items = await self._read_all_pages("/v3/config/paths/list", key="name")
         return [PathConfig.from_json(item) for item in items if _str(item, "name")]
+
+    # Every change below is answered by MediaMTX with 200 and its `OK` object, `{"status": "ok"}` (openapi.yaml,
+    # v1.20.1: `writeOK`), or by releases before that with a bare 200 and no body (gin's `ctx.Status(200)`); errors
+    # are `{"status": "error", "error": ...}` with 4xx/5xx. `_confirmed` accepts exactly those two success forms.
 
     async def add_path_config(self, name: str, config: Mapping[str, Any]) -> None:
         await self._write("POST", f"/v3/config/paths/add/{escape_path(name)}", dict(config))
@@ -238,10 +254,13 @@ class MediaMTXClient:
         return sessions
 
     async def kick_session(self, kind: SessionKind, session_id: str) -> None:
+        """Returns only once MediaMTX confirmed the kick (200 and its `OK` answer)."""
         kind = SessionKind(kind)
         await self._write("POST", f"/v3/{kind.value}/kick/{escape_path(session_id)}")
 
     async def refresh_jwks(self) -> None:
+        """Returns only once MediaMTX confirmed it refetched the JWKS (200 and its `OK` answer): key rotation relies
+        on it before a new key signs, so any other answer, an HTML page from a wrong URL included, raises."""
         await self._write("POST", "/v3/auth/jwks/refresh")
 
     async def _sessions_if_enabled(self, kind: SessionKind) -> list[Session]:
@@ -277,23 +296,26 @@ class MediaMTXClient:
                 return items
 
     async def _read(self, endpoint: str, params: Mapping[str, int] | None = None) -> Any:
-        """GET with retries: reads are idempotent, so a refused connection or a 5xx is worth another try."""
-        for delay in (*self._retry_backoff, None):
-            try:
-                response = await self._send("GET", endpoint, params=params)
-                return _json(response)
-            except _Retryable as error:
-                if delay is None:
-                    raise error.cause from error.__cause__
-                await asyncio.sleep(delay)
+        """GET with retries: reads are idempotent, so a refused connection or a 5xx is worth another try, as long
+        as the try and the pause before it fit in what is left of the call's one deadline."""
+        with outbound.deadline(self._timeout) as deadline:
+            for delay in (*self._retry_backoff, None):
+                try:
+                    response = await self._send("GET", endpoint, params=params)
+                    return _json(response)
+                except _Retryable as error:
+                    if delay is None or outbound.time_left(deadline) <= delay:
+                        raise error.cause from error.__cause__
+                    await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _write(self, method: str, endpoint: str, body: Mapping[str, Any] | None = None) -> None:
-        """One attempt only: a write whose answer was lost may already have happened."""
+        """One attempt only: a write whose answer was lost may already have happened. Done only when confirmed."""
         try:
-            await self._send(method, endpoint, body=body)
+            response = await self._send(method, endpoint, body=body)
         except _Retryable as error:
             raise error.cause from error.__cause__
+        _confirmed(response)
 
     async def _send(
         self,
@@ -303,18 +325,31 @@ class MediaMTXClient:
         params: Mapping[str, int] | None = None,
         body: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
-        extra: dict[str, Any] = {}
-        if self._auth is not None:
-            extra["auth"] = self._auth
-        if body is not None:
-            extra["json"] = body
+        """One request, its answer read whole within the call's deadline and size cap."""
         try:
-            response = await self._http.request(method, self._base_url + endpoint, params=dict(params or {}), **extra)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as error:
+            response = await outbound.fetch(
+                self._http,
+                method,
+                self._base_url + endpoint,
+                params=dict(params or {}),
+                json=body,
+                auth=self._auth,
+                timeout=self._timeout,
+                limit=self._max_answer_bytes,
+            )
+        except outbound.AnswerTooLarge as error:
+            size = outbound.describe_size(error.limit)
+            raise MediaMTXUnavailable(
+                f"MediaMTX sent an answer larger than {size}; the sidecar stopped reading"
+            ) from error
+        except (httpx.ConnectError, httpx.RemoteProtocolError) as error:
             # RemoteProtocolError covers a pooled keep-alive connection that MediaMTX had already closed.
             raise _Retryable(MediaMTXUnavailable(f"MediaMTX is unreachable at {self._where()}")) from error
         except httpx.TimeoutException as error:
-            raise MediaMTXUnavailable(f"MediaMTX at {self._where()} did not answer in time") from error
+            # A timeout (connecting included) used up the call's deadline: there is no time left to try again.
+            raise MediaMTXUnavailable(
+                f"MediaMTX at {self._where()} did not answer within {self._timeout:g} s"
+            ) from error
         except httpx.InvalidURL as error:
             raise MediaMTXError("the MediaMTX API URL is not a valid URL") from error
         except (httpx.HTTPError, httpx.StreamError) as error:
@@ -365,6 +400,27 @@ def _raise_for_status(response: httpx.Response) -> None:
         suffix = f": {detail}" if detail else ""
         raise _Retryable(MediaMTXUnavailable(f"MediaMTX failed ({status}){suffix}"))
     raise MediaMTXError(f"MediaMTX answered with an unexpected status ({status})")
+
+
+NOT_MEDIAMTX_MESSAGE = "the MediaMTX API URL does not answer like MediaMTX; check SIDECAR_MEDIAMTX_API_URL"
+
+
+def _confirmed(response: httpx.Response) -> None:
+    """A change is done only when MediaMTX said so: 200 with `{"status": "ok"}` (its `OK` schema, v1.20.1), or 200
+    with no body and no content type (older releases). Any other success (an HTML page, someone else's JSON, a 201
+    or a 204) comes from something that is not MediaMTX's API, so the change cannot be taken as done."""
+    if response.status_code == 200:
+        if not response.content:
+            if "content-type" not in response.headers:
+                return
+        else:
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+            if isinstance(data, dict) and data.get("status") == "ok":
+                return
+    raise MediaMTXError(NOT_MEDIAMTX_MESSAGE)
 
 
 def _error_detail(response: httpx.Response) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from http.cookiejar import DefaultCookiePolicy
 from typing import TypeVar
 
 import httpx
@@ -25,6 +24,7 @@ from sidecar.mailer import Mailer
 from sidecar.media_auth import MediaAuth
 from sidecar.mediamtx import MediaMTXClient
 from sidecar.metrics import Metrics
+from sidecar.outbound import Upstreams, build_upstreams
 from sidecar.publishers import Publishers
 from sidecar.revocation import Revoker
 from sidecar.rules import RuleBook
@@ -104,7 +104,10 @@ class Services:
     users: UserAdmin
     sessions: LocalSessions | None
     metrics: Metrics
+    # For anything but the clients below (the readiness checks): each request still goes through the pool of the
+    # upstream it is for. `upstreams` holds one client, and one connection pool, per upstream.
     http: httpx.AsyncClient
+    upstreams: Upstreams
     mediamtx_peers: TrustedProxies
     tokens: TokenIssuer
     publishers: Publishers
@@ -128,7 +131,7 @@ class Services:
     async def aclose(self) -> None:
         await self.revoker.idle()
         self.media_auth.sessions.close()
-        await self.http.aclose()
+        await self.upstreams.aclose()
         self.store.close()
 
 
@@ -136,10 +139,15 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
     secrets, _ = load_secrets(settings)
     store = Store(settings.database_path)
     roles = RolePolicy(admin_groups=frozenset(settings.admin_groups), prefix=settings.group_prefix)
-    http = httpx.AsyncClient(timeout=settings.upstream_timeout, transport=transport)
-    # One client serves every user (editor proxy, MediaMTX, Authentik): it must never keep a cookie one upstream
-    # set for one person and replay it for the next request.
-    http.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    # One pool per upstream, each call held to one total deadline and a size cap (sidecar/outbound.py). Each client
+    # serves every user: none keeps a cookie one upstream set for one person to replay it for the next request.
+    upstreams = build_upstreams(
+        timeout=settings.upstream_timeout,
+        authentik_url=settings.authentik_url,
+        mediamtx_url=settings.mediamtx_api_url,
+        editor_url=settings.editor_url,
+        transport=transport,
+    )
     directory: Directory
     sessions: LocalSessions | None = None
     if settings.mode == "local":
@@ -148,7 +156,7 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
         directory = local
     elif settings.authentik_url and settings.authentik_token:
         token = settings.authentik_token.get_secret_value()
-        client = AuthentikClient(http, settings.authentik_url, token)
+        client = AuthentikClient(upstreams.authentik, settings.authentik_url, token)
         directory = AuthentikDirectory(client, group_search=settings.group_prefix)
     else:
         directory = AuthentikNotConnected()
@@ -159,11 +167,12 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
     publishers = Publishers(store)
     mediamtx = None
     if settings.mediamtx_api_url:
-        mediamtx = MediaMTXClient(http, settings.mediamtx_api_url, auth=ServiceTokenAuth(tokens))
+        mediamtx = MediaMTXClient(upstreams.mediamtx, settings.mediamtx_api_url, auth=ServiceTokenAuth(tokens))
     users = UserAdmin(store, directory, roles, ProcessLock(settings.data_dir / "admin-change.lock"))
     # Local mode reads its own database every time; Authentik's answers are reused for a short while.
     lookup = GroupLookup(directory, roles, settings.group_cache_seconds if settings.mode == "authentik" else 0.0)
     users.on_changed = lookup.forget
+    users.grants_still = tokens.still_grants
     revoker = Revoker(store, rules, directory, roles, mediamtx, tokens, publishers)
     publishers.on_revoke = revoker.publisher_revoked
     media_auth = MediaAuth(
@@ -197,7 +206,8 @@ def build_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | 
         users=users,
         sessions=sessions,
         metrics=metrics,
-        http=http,
+        http=upstreams.shared,
+        upstreams=upstreams,
         mediamtx_peers=TrustedProxies.parse(settings.mediamtx_allowed_ips),
         tokens=tokens,
         publishers=publishers,

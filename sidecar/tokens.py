@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -21,6 +22,7 @@ from sidecar.settings import Settings
 from sidecar.store import Store
 
 ALGORITHM = "ES256"
+log = logging.getLogger("sidecar.tokens")
 # MediaMTX caches the JWKS for an hour; a new key only signs once MediaMTX has it (refresh, or this long).
 JWKS_CACHE_SECONDS = 3600
 PURGE_INTERVAL = 60.0  # seconds between sweeps of expired entries in the issued-token register
@@ -121,6 +123,20 @@ class TokenIssuer:
     def _invalidate(self) -> None:
         self._keys = []
 
+    def still_grants(self, subject: str, group: str) -> bool:
+        """Whether a token this sidecar signed for `subject`, unexpired and not revoked, still names `group`."""
+        self._load()
+        now = self.clock()
+        revoked = self._revoked.get(subject)
+        before = -math.inf if revoked is None else int(revoked)
+        return any(
+            claims.subject == subject
+            and group in claims.groups
+            and claims.expires_at > now
+            and claims.issued_at > before
+            for _, claims in self._issued.values()
+        )
+
     def revoke(self, username: str, before: float) -> None:
         """Tokens issued to `username` up to `before` stop working (also those already verified).
 
@@ -173,24 +189,29 @@ class TokenIssuer:
     async def rotate(self, refresh: Callable[[], Awaitable[None]] | None) -> tuple[str, float]:
         """Add a key; old keys stay published until the last token they signed has expired.
 
-        The new key signs at once when MediaMTX confirmed it refetched the JWKS, otherwise after MediaMTX's cache
-        time, so MediaMTX never sees a `kid` it does not know.
+        The new key signs at once only when `refresh` returned, i.e. MediaMTX confirmed it refetched the JWKS with
+        its own answer (`MediaMTXClient.refresh_jwks` raises on anything else, an HTML 200 from a wrong URL
+        included); otherwise after MediaMTX's cache time, so MediaMTX never sees a `kid` it does not know.
         """
         now = self.clock()
         kid = self._add_key(sign_from=now + JWKS_CACHE_SECONDS)
         refreshed = False
+        detail: dict[str, Any] = {}
         if refresh is not None:
             try:
                 await refresh()
                 refreshed = True
-            except Exception:  # any failure just means waiting for MediaMTX's cache to expire
+            except Exception as error:  # any failure just means waiting for MediaMTX's cache to expire
                 refreshed = False
+                detail["refresh_error"] = " ".join(str(error).split())[:200] or type(error).__name__
+                log.warning("MediaMTX did not confirm the JWKS refresh (%s); the old key keeps signing for now", error)
         sign_from = now if refreshed else now + JWKS_CACHE_SECONDS
+        detail.update(sign_from=sign_from, refreshed=refreshed)
         with self.store.transaction() as db:
             db.execute("UPDATE signing_keys SET sign_from = ? WHERE kid = ?", (sign_from, kid))
             self.store.retire_signing_keys(db, kid, sign_from + self.settings.token_ttl_seconds)
             self.store.delete_retired_keys(db, now)
-            self.store.audit(db, "rotate-keys", "keys.rotate", kid, {"sign_from": sign_from, "refreshed": refreshed})
+            self.store.audit(db, "rotate-keys", "keys.rotate", kid, detail)
         self._invalidate()
         return kid, sign_from
 

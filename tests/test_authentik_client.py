@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -301,6 +302,67 @@ async def test_an_unreadable_answer_is_an_authentik_error() -> None:
     async with canned(lambda request: httpx.Response(200, text="<html>login</html>")) as client:
         with pytest.raises(AuthentikError, match="cannot read"):
             await client.list_users()
+
+
+def _streamed(chunks: int, size: int = 1, pause: float = 0.0) -> tuple[Handler, list[int]]:
+    """A 200 JSON answer streamed in `chunks` pieces of `size` bytes (no Content-Length), counting those sent."""
+    sent: list[int] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(chunks):
+            if pause:
+                await asyncio.sleep(pause)
+            sent.append(size)
+            yield b" " * size
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=body())
+
+    return handler, sent
+
+
+async def test_an_answer_over_the_cap_is_refused_without_reading_it_all() -> None:
+    announced = httpx.Response(200, headers={"content-length": str(150 * 1024 * 1024)}, content=b"[]")
+    async with canned(lambda request: announced, max_answer_bytes=1024) as client:
+        with pytest.raises(AuthentikUnavailable, match="Authentik sent an answer larger than 1 KiB"):
+            await client.list_users()
+    handler, sent = _streamed(1000, size=100)
+    async with canned(handler, max_answer_bytes=1024) as client:
+        with pytest.raises(AuthentikUnavailable, match="larger than 1 KiB"):
+            await client.ping()
+    assert sum(sent) < 2048  # reading stopped at the cap, and the answer is not asked for again
+
+
+async def test_a_trickling_answer_is_cut_off_at_the_calls_deadline() -> None:
+    handler, sent = _streamed(1000, pause=0.02)  # each byte well within any per-read timeout
+    async with canned(handler, timeout=0.3) as client:
+        with pytest.raises(AuthentikUnavailable, match=r"no answer within 0\.3 s"):
+            await client.list_users()
+    assert len(sent) < 100
+
+
+async def test_reads_are_retried_only_within_the_calls_deadline() -> None:
+    attempts: list[httpx.Request] = []
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        attempts.append(request)
+        raise httpx.ConnectError("refused", request=request)
+
+    # A pause that would end after the deadline is not taken: 0.2 s fits in 0.5 s, 0.8 s no longer does.
+    async with canned(refused, timeout=0.5, retry_backoff=(0.2, 0.8)) as client:
+        with pytest.raises(AuthentikUnavailable, match="unreachable"):
+            await client.get_user("alice")
+    assert len(attempts) == 2
+
+    def timed_out(request: httpx.Request) -> httpx.Response:
+        attempts.append(request)
+        raise httpx.ConnectTimeout("no SYN-ACK", request=request)
+
+    attempts.clear()
+    async with canned(timed_out, timeout=5, retry_backoff=(0, 0)) as client:
+        with pytest.raises(AuthentikUnavailable, match="no answer within 5 s"):
+            await client.get_user("alice")
+    assert len(attempts) == 1  # a connect that timed out has used the deadline up
 
 
 async def test_recovery_email_sends_the_stage_in_body_and_query(fake: FakeAuthentik, contract: Contract) -> None:

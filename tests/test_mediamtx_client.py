@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from sidecar.mediamtx import (
+    NOT_MEDIAMTX_MESSAGE,
     MediaMTXClient,
     MediaMTXError,
     MediaMTXNotFound,
@@ -559,7 +561,8 @@ def _raise(error: type[httpx.TransportError]) -> Handler:
 
 @pytest.mark.parametrize(
     ("transport_error", "attempts"),
-    [(httpx.ConnectError, 3), (httpx.ConnectTimeout, 3), (httpx.RemoteProtocolError, 3), (httpx.ReadTimeout, 1)],
+    # A timeout, connecting included, has used up the call's one deadline: it is not tried again.
+    [(httpx.ConnectError, 3), (httpx.ConnectTimeout, 1), (httpx.RemoteProtocolError, 3), (httpx.ReadTimeout, 1)],
 )
 async def test_transport_failures_are_unavailable(
     schema_contract: Contract | None, transport_error: type[httpx.TransportError], attempts: int
@@ -642,6 +645,112 @@ async def test_answers_mediamtx_never_gives_are_still_mapped(schema_contract: Co
         assert fragment in caught.value.message
         assert "<html>" not in caught.value.message and "second" not in caught.value.message
         assert len(caught.value.message) <= 200
+
+
+WRITES: list[Callable[[MediaMTXClient], Awaitable[None]]] = [
+    lambda c: c.add_path_config("live/a", {"source": "publisher"}),
+    lambda c: c.patch_path_config("live/a", {"sourceOnDemand": True}),
+    lambda c: c.delete_path_config("live/a"),
+    lambda c: c.kick_session(SessionKind.RTSP, CAM_ID),
+    lambda c: c.refresh_jwks(),
+]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda: httpx.Response(200, json={"status": "ok"}),  # v1.20.1: the `OK` schema
+        lambda: httpx.Response(200),  # releases before it: a bare 200, no body, no content type
+    ],
+    ids=["ok-object", "bare-200"],
+)
+async def test_a_write_is_done_when_mediamtx_confirms_it(answer: Callable[[], httpx.Response]) -> None:
+    handler, seen = always(answer)
+    async with canned(handler, None) as (client, _):
+        for write in WRITES:
+            await write(client)
+    assert len(seen) == len(WRITES)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda: httpx.Response(200, html="<!doctype html><title>Welcome</title><p>It works"),
+        lambda: httpx.Response(200, headers={"content-type": "text/html"}),
+        lambda: httpx.Response(200, json={"ok": True}),
+        lambda: httpx.Response(200, json={"status": "error", "error": "x"}),
+        lambda: httpx.Response(200, json=["ok"]),
+        lambda: httpx.Response(200, text="ok"),
+        lambda: httpx.Response(201, json={"status": "ok"}),
+        lambda: httpx.Response(204),
+    ],
+    ids=["html-page", "empty-html", "other-json", "error-status", "json-list", "plain-text", "201", "204"],
+)
+async def test_a_write_answered_by_something_else_is_not_taken_as_done(answer: Callable[[], httpx.Response]) -> None:
+    handler, seen = always(answer)
+    async with canned(handler, None) as (client, _):
+        for write in WRITES:
+            with pytest.raises(MediaMTXError) as caught:
+                await write(client)
+            assert caught.value.message == NOT_MEDIAMTX_MESSAGE
+    assert len(seen) == len(WRITES)  # and never sent twice
+
+
+def _streamed(chunks: int, size: int = 1, pause: float = 0.0) -> tuple[Handler, list[int]]:
+    """A 200 JSON answer streamed in `chunks` pieces of `size` bytes (no Content-Length), counting those sent."""
+    sent: list[int] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(chunks):
+            if pause:
+                await asyncio.sleep(pause)
+            sent.append(size)
+            yield b" " * size
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=body())
+
+    return handler, sent
+
+
+async def test_an_answer_over_the_cap_is_refused_while_it_streams() -> None:
+    handler, sent = _streamed(1000, size=100)
+    async with canned(handler, None, max_answer_bytes=1024) as (client, transport):
+        with pytest.raises(MediaMTXUnavailable) as caught:
+            await client.list_paths()
+    assert caught.value.message == "MediaMTX sent an answer larger than 1 KiB; the sidecar stopped reading"
+    assert sum(sent) < 2048 and len(transport.requests) == 1
+    announced = httpx.Response(200, headers={"content-length": str(150 * 1024 * 1024)}, content=b"{}")
+    async with canned(lambda request: announced, None, max_answer_bytes=1024) as (client, _):
+        with pytest.raises(MediaMTXUnavailable, match="larger than 1 KiB"):
+            await client.info()
+
+
+async def test_every_page_of_a_listing_shares_one_deadline() -> None:
+    calls: list[int] = []
+
+    async def slow_page(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        await asyncio.sleep(0.1)  # each page far within the deadline; ten of them are not
+        return httpx.Response(200, json=page_of([path_item(f"live/{len(calls)}")], page_count=10))
+
+    transport = httpx.MockTransport(slow_page)
+    async with httpx.AsyncClient(transport=transport) as http:
+        client = MediaMTXClient(http, BASE, timeout=0.35, retry_backoff=())
+        with pytest.raises(MediaMTXUnavailable) as caught:
+            await client.list_paths()
+    assert caught.value.message == "MediaMTX at http://mediamtx.test:9997 did not answer within 0.35 s"
+    assert len(calls) < 10
+
+
+async def test_a_trickling_answer_is_cut_off_at_the_calls_deadline() -> None:
+    handler, sent = _streamed(1000, pause=0.02)
+    async with canned(handler, None, timeout=0.3) as (client, _):
+        for call in (lambda c: c.info(), *WRITES):
+            sent.clear()
+            with pytest.raises(MediaMTXUnavailable, match=r"did not answer within 0\.3 s"):
+                await call(client)
+            assert len(sent) < 100
 
 
 async def test_credentials_are_sent_and_a_refusal_is_unauthorized(

@@ -137,16 +137,16 @@ async def proxy(request: Request) -> Response:
         )
 
     try:
-        editor_cookie = await bridge.cookie(svc.http) if bridge is not None else None
-        upstream = await svc.http.send(build(editor_cookie), stream=True)
+        editor_cookie = await bridge.cookie(svc.upstreams.editor) if bridge is not None else None
+        upstream = await svc.upstreams.editor.send(build(editor_cookie), stream=True)
         if bridge is not None and editor_cookie is not None and _session_lost(upstream):
             if isinstance(body, AsyncIterator):
                 # A streamed body is gone; the browser gets the editor's answer, the next request a new session.
                 bridge.forget(editor_cookie)
             else:
                 await upstream.aclose()
-                editor_cookie = await bridge.renew(svc.http, stale=editor_cookie)
-                upstream = await svc.http.send(build(editor_cookie), stream=True)
+                editor_cookie = await bridge.renew(svc.upstreams.editor, stale=editor_cookie)
+                upstream = await svc.upstreams.editor.send(build(editor_cookie), stream=True)
                 if _sent_to_login(upstream):
                     # Signed in, yet refused at once: never send the browser round the login page in circles.
                     await upstream.aclose()
