@@ -27,17 +27,41 @@ ORIGIN = {"origin": "http://testserver"}
 KEY = {"x-api-key": API_KEY}
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
+class Receiver:
+    """The aiosmtpd handler of an Inbox."""
+
+    def __init__(self, messages: list[Message]) -> None:
+        self.messages = messages
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         assert isinstance(envelope.content, bytes)
         self.messages.append(message_from_bytes(envelope.content))
         return "250 OK"
 
+
+class Inbox:
+    """What the SMTP server received (aiosmtpd gets `handler`). The sidecar's outbox worker sends mail after the
+    request is answered, so every read first runs `settle` (set once the app exists): it waits for what is queued."""
+
+    def __init__(self) -> None:
+        self._messages: list[Message] = []
+        self.handler = Receiver(self._messages)
+        self.settle: Callable[[], object] = lambda: None
+
+    @property
+    def messages(self) -> list[Message]:
+        self.settle()
+        return self._messages
+
     def to(self, address: str) -> list[Message]:
         return [message for message in self.messages if message["To"] == address]
+
+
+def deliver(client: TestClient) -> None:
+    """Send what the requests so far queued: one round of the outbox, on the app's loop (it waits for a round the
+    worker may be in)."""
+    assert client.portal is not None
+    client.portal.call(_services(client).mailer.flush)
 
 
 def _text(message: Message) -> str:
@@ -53,7 +77,7 @@ def _free_port() -> int:
 @pytest.fixture
 def smtp() -> Iterator[tuple[Controller, Inbox]]:
     inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port())
+    controller = Controller(inbox.handler, hostname="127.0.0.1", port=_free_port())
     controller.start()
     yield controller, inbox
     with contextlib.suppress(AssertionError):  # already stopped by the test
@@ -64,7 +88,7 @@ def smtp() -> Iterator[tuple[Controller, Inbox]]:
 def app_client(
     settings: Settings, smtp: tuple[Controller, Inbox], make_client: Callable[..., TestClient]
 ) -> TestClient:
-    controller, _ = smtp
+    controller, inbox = smtp
     mailing = settings.model_copy(
         update={
             "smtp_host": "127.0.0.1",
@@ -74,6 +98,7 @@ def app_client(
         }
     )
     client = make_client(app_settings=mailing)
+    inbox.settle = lambda: deliver(client)
     svc = _services(client)
     with svc.store.transaction() as db:
         for group in ("vid_public", "vid_ops"):
@@ -393,14 +418,16 @@ def test_mail_waits_in_the_outbox_while_smtp_is_down(app_client: TestClient, smt
     assert _submit(app_client).status_code == 200  # submitted and confirmed while the mail server is down
     assert len(_pending(app_client)) == 1
     svc = _services(app_client)
+    deliver(app_client)
     waiting = svc.store.pending_mail(None)
     assert {row["recipient"] for row in waiting} == {"ada@example.org", "admin@example.org"}
     assert all(row["attempts"] >= 1 and row["last_error"] for row in waiting)
 
-    restarted = Controller(inbox, hostname="127.0.0.1", port=controller.port)
+    restarted = Controller(inbox.handler, hostname="127.0.0.1", port=controller.port)
     restarted.start()
     try:
         assert _submit(app_client, username="bob", email="bob@example.org").status_code == 200
+        deliver(app_client)
     finally:
         restarted.stop()
     assert svc.store.pending_mail(None) == []

@@ -64,7 +64,6 @@ async def submit_request(request: Request) -> Response:
     except SidecarError as error:
         return await _form_page(request, values, error.message, error.status)
     await requests.submit(found, client_ip(request))
-    await requests.mailer.flush()
     return _public(page(request, "request_access_done.html", {"confirming": requests.confirming}))
 
 
@@ -146,7 +145,6 @@ async def confirm(request: Request) -> Response:
         return _public(page(request, "error.html", context, status_code=error.status))
     if await services(request).access_requests.confirm(request.path_params["secret"]) is None:
         return _gone(request)
-    await services(request).access_requests.mailer.flush()
     return _public(page(request, "request_access_confirm.html", {"done": True}))
 
 

@@ -25,6 +25,7 @@ import secrets
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -107,17 +108,32 @@ class Delivered:
         return payload.decode(self.message.get_content_charset() or "utf-8")
 
 
-class Inbox:
-    """aiosmtpd handler keeping every message with its envelope."""
+class Receiver:
+    """The aiosmtpd handler of an Inbox: keeps every message with its envelope."""
 
-    def __init__(self) -> None:
-        self.delivered: list[Delivered] = []
+    def __init__(self, delivered: list[Delivered]) -> None:
+        self.delivered = delivered
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         assert isinstance(envelope.content, bytes)
         rcpt = tuple(address.lower() for address in envelope.rcpt_tos)
         self.delivered.append(Delivered(rcpt, envelope.content, message_from_bytes(envelope.content)))
         return "250 OK"
+
+
+class Inbox:
+    """What the SMTP server received (aiosmtpd gets `handler`). The sidecar's outbox worker sends mail after the
+    request is answered, so every read first runs `settle`, which waits for what is queued to be sent."""
+
+    def __init__(self) -> None:
+        self._delivered: list[Delivered] = []
+        self.handler = Receiver(self._delivered)
+        self.settle: Callable[[], object] = lambda: None
+
+    @property
+    def delivered(self) -> list[Delivered]:
+        self.settle()
+        return self._delivered
 
     def to(self, address: str, subject: str = "") -> list[Delivered]:
         return [d for d in self.delivered if address.lower() in d.rcpt and subject in d.subject]
@@ -130,7 +146,7 @@ class Inbox:
 @contextlib.contextmanager
 def smtp_server() -> Iterator[tuple[Controller, Inbox]]:
     inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller = Controller(inbox.handler, hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
         yield controller, inbox
@@ -156,6 +172,12 @@ class Site:
         """The public form, filled in from client address `ip` (behind the trusted proxy), as a browser sends it."""
         form = {**VICTIM, "website": "", **fields, "form_token": form_token(self.client)}
         return self.client.post("/request-access", data=form, headers={**ORIGIN, "x-forwarded-for": ip})
+
+    def deliver(self) -> None:
+        """Send what the requests so far queued: one round of the outbox on the app's loop (after any round the
+        worker is in)."""
+        assert self.client.portal is not None
+        self.client.portal.call(self.services.mailer.flush)
 
     def rows(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self.services.store._read("SELECT * FROM access_requests ORDER BY id")]
@@ -207,6 +229,7 @@ def site(settings: Settings, cheap_bcrypt: None) -> Iterator[Site]:
         app = create_app(mailing)
         with TestClient(app, client=TRUSTED_PEER, base_url=OWN, raise_server_exceptions=False) as client:
             found = Site(client, inbox)
+            inbox.settle = found.deliver
             with found.services.store.transaction() as db:
                 db.execute("UPDATE users SET email = ? WHERE username = 'admin'", (ADMIN_MAIL,))
             yield found
@@ -866,6 +889,7 @@ def test_anonymous_views_while_authentik_fails_do_not_each_call_it(sso: tuple[Te
 # --- end to end through the real Caddy and a real `sidecar serve` ---------------------------------------------------
 
 E2E_ADMIN_PASSWORD = "admin-password-for-requests-e2e"
+SETTLE = 10.0  # how long the server's outbox worker may take to send what was queued
 
 
 @dataclass
@@ -882,6 +906,15 @@ class Stack:
         assert page.status_code == 200 and found, page.text
         form = {**VICTIM, "website": "", **fields, "form_token": found.group(1)}
         return self.http.post("/request-access", data=form, headers={"origin": self.site})
+
+    def deliver(self) -> None:
+        """Wait (at most SETTLE seconds) until the server's outbox worker has sent what the requests so far queued."""
+        ends = time.monotonic() + SETTLE
+        while time.monotonic() < ends:
+            with contextlib.closing(sqlite3.connect(self.database)) as db:
+                if db.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0] == 0:
+                    return
+            time.sleep(0.05)
 
     def rows(self) -> list[dict[str, Any]]:
         with contextlib.closing(sqlite3.connect(self.database)) as db:
@@ -995,7 +1028,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             argv = [str(caddy_binary()), "run", "--config", str(repo_caddyfile()), "--adapter", "caddyfile"]
             started.append(start_process(argv, caddy_env, ready_port=caddy_port, cwd=root, log_path=root / "caddy.log"))
             with httpx.Client(base_url=site, timeout=20) as http:
-                yield Stack(site, database, inbox, http)
+                found = Stack(site, database, inbox, http)
+                inbox.settle = found.deliver
+                yield found
         finally:
             for process in reversed(started):
                 stop_process(process)
