@@ -1,20 +1,48 @@
-"""Take access away from streams already playing: re-decide remembered sessions and kick the ones now denied."""
+"""Take access away from streams already playing: re-decide remembered sessions and kick the ones now denied.
+
+Kicks are durable. A kick MediaMTX could not carry out (unreachable, hanging, failing, or answering something that
+is not its API) stays on the remembered session as a pending kick: the server's housekeeping loop tries it again at
+start-up and then with backoff (KICK_RETRY_FIRST doubling up to KICK_RETRY_MAX), and revoking the same subject again
+(a share link revoked a second time) tries it at once. A remembered session is forgotten only when MediaMTX confirms
+the kick, or confirms the session gone (404 for the kick, absent from its session list, or the runOnUnread hook).
+`pending_work()` says what waits, for `sidecar check` and `/readyz`.
+
+Re-checks stay off the event loop's back: changes arriving together are coalesced into one round (at most one round
+runs at a time; everything asked for meanwhile goes into the next one); a round reads the remembered sessions in
+batches on a worker thread through a SQLite connection of its own and decides them on the loop in slices of a few
+milliseconds, with each user's groups and each decision looked up once. Remembered sessions MediaMTX no longer lists
+are forgotten as the round passes them. When MediaMTX's list cannot be had (no API configured, or it fails),
+sessions with no auth callback for SESSION_MAX_AGE (a day) are forgotten instead, so the table cannot grow without
+bound; a pending kick is never dropped that way while MediaMTX's API is configured.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import json
 import logging
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sidecar.directory import Directory, DirectoryError
 from sidecar.identity import RolePolicy
-from sidecar.mediamtx import MediaMTXClient, MediaMTXError, MediaMTXNotFound, SessionKind
+from sidecar.mediamtx import (
+    MediaMTXClient,
+    MediaMTXError,
+    MediaMTXNotFound,
+    MediaMTXRejected,
+    MediaMTXUnauthorized,
+    SessionKind,
+)
 from sidecar.publishers import Publishers
 from sidecar.rules import RuleBook
+from sidecar.session_writer import SessionWriter
 from sidecar.store import Store
 from sidecar.tokens import TokenIssuer
 
@@ -22,6 +50,14 @@ log = logging.getLogger("sidecar.revocation")
 # MediaMTX lists a session only after its auth callback was answered, so younger rows are never taken for gone.
 PRUNE_GRACE = 60.0
 PRUNE_INTERVAL = 600.0  # seconds between sweeps of remembered sessions MediaMTX no longer has
+# Without MediaMTX's session list, a remembered session with no auth callback for this long is forgotten.
+SESSION_MAX_AGE = 24 * 3600.0
+KICK_RETRY_FIRST = 2.0  # seconds before a failed kick is tried again; doubles with each failure ...
+KICK_RETRY_MAX = 60.0  # ... up to this; also the longest the housekeeping loop sleeps while kicks wait
+KICK_RETRY_BATCH = 200  # pending kicks tried per pass (the loop comes straight back while more are due)
+READ_BATCH = 2000  # remembered sessions read per trip to the worker thread
+LOOP_SLICE = 0.005  # seconds a re-check may run on the loop before letting everything else have a turn
+USERNAMES_PER_QUERY = 500
 
 # The callback's `protocol` names the family; the encrypted variant lives in its own MediaMTX list.
 KINDS_BY_PROTOCOL: dict[str, tuple[SessionKind, ...]] = {
@@ -43,6 +79,37 @@ class Kick:
     path: str
     reason: str
     kicked: bool
+    pending: bool = False  # MediaMTX could not be asked: the kick is retried until it confirms
+
+
+class _Outcome(enum.Enum):
+    DONE = "done"  # MediaMTX ended the session
+    GONE = "gone"  # MediaMTX has no such session (any more)
+    NO_API = "no-api"  # no MediaMTX API is configured: nothing can be kicked, the session is only forgotten
+    FAILED = "failed"  # MediaMTX did not confirm either: the kick waits
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    outcome: _Outcome
+    error: str = ""
+    # MediaMTX as a whole failed (unreachable, hanging, 5xx, not its API, credentials refused): the rest of the
+    # pass is not tried against it but waits for the next attempt.
+    wholesale: bool = False
+
+
+def _backoff(attempts: int) -> float:
+    return float(min(KICK_RETRY_MAX, KICK_RETRY_FIRST * 2 ** max(0, attempts - 1)))
+
+
+def _forgettable(row: sqlite3.Row, live: set[str] | None, now: float, *, kicks_possible: bool) -> bool:
+    """Whether a remembered session can go without a decision: MediaMTX's list (when it could be had) no longer has
+    it, or (without that list) nothing was heard of it for SESSION_MAX_AGE; a pending kick only goes by the list."""
+    if live is not None:
+        return row["id"] not in live and float(row["allowed_at"]) < now - PRUNE_GRACE
+    if row["kick_reason"] is not None and kicks_possible:
+        return False
+    return max(float(row["allowed_at"]), float(row["seen_at"] or 0.0)) < now - SESSION_MAX_AGE
 
 
 class Revoker:
@@ -69,9 +136,16 @@ class Revoker:
         self.roles = roles
         self.mediamtx = mediamtx
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Re-checks asked for and not begun: subject (None: everyone) -> reasons, in order.
+        self._requests: dict[str | None, dict[str, None]] = {}
+        self._draining = False
+        self._lock = asyncio.Lock()  # one round or retry pass at a time, so no session is kicked twice at once
+        self._wake = asyncio.Event()  # a kick started waiting: the housekeeping loop looks at its schedule again
+        self._slice_ends = 0.0
 
     def user_lost_access(self, username: str, reason: str) -> None:
-        """Tokens issued so far stop working, and the user's live sessions are re-checked in the background."""
+        """Tokens issued so far stop working, and the user's live sessions are re-checked in the background (a
+        kick of theirs still waiting for MediaMTX is tried again at once)."""
         self.tokens.revoke(username, time.time())
         self._spawn(username, reason)
 
@@ -82,7 +156,26 @@ class Revoker:
         self._spawn(name, reason)
 
     def _spawn(self, username: str | None, reason: str) -> None:
-        self.background(self.recheck(username, reason))
+        """Ask for a re-check; requests arriving while one runs are coalesced into the next round."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # outside any event loop: nothing can be playing through this process
+            return
+        self._requests.setdefault(username, {})[reason] = None
+        if not self._draining:
+            self._draining = True
+            self.background(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._requests:
+                requests, self._requests = self._requests, {}
+                try:
+                    await self._round({name: tuple(reasons) for name, reasons in requests.items()})
+                except Exception:
+                    log.exception("a background re-check failed")
+        finally:
+            self._draining = False
 
     def background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run a follow-up of a change (re-checks, kicks) after the change's answer; `idle()` waits for it."""
@@ -108,56 +201,175 @@ class Revoker:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    # -- sweeping --------------------------------------------------------------------------------------------------
+
     async def prune(self) -> int:
         """Forget remembered sessions MediaMTX no longer has, so the table, and every re-check, stays the size of
-        what is actually playing (without runOnUnread hooks nothing else removes them). How many were forgotten;
-        none when MediaMTX cannot be asked."""
-        if self.mediamtx is None:
-            return 0
-        try:
-            live = {session.id for session in await self.mediamtx.list_all_sessions()}
-        except MediaMTXError as error:
-            log.info("remembered sessions kept: MediaMTX could not list its sessions (%s)", error)
-            return 0
-        forgotten = self.store.forget_stale_sessions(live, time.time() - PRUNE_GRACE)
+        what is actually playing (without runOnUnread hooks nothing else removes them); when MediaMTX cannot list
+        its sessions (or no API is configured), those not heard of for SESSION_MAX_AGE. How many were forgotten.
+        The pass runs on a worker thread."""
+        live, _ = await self._live_sessions()
+        forgotten = await asyncio.to_thread(self._forget_stale, live, time.time())
         if forgotten:
             log.info("forgot %d remembered sessions MediaMTX no longer has", forgotten)
         return forgotten
 
+    def _forget_stale(self, live: set[str] | None, now: float) -> int:
+        reader = self.store.session_reader()
+        try:
+            forgotten, after = 0, 0
+            while rows := Store.media_session_page(reader, after, READ_BATCH):
+                after = rows[-1]["seq"]
+                kicks_possible = self.mediamtx is not None
+                stale = [row["id"] for row in rows if _forgettable(row, live, now, kicks_possible=kicks_possible)]
+                if stale:
+                    forgotten += Store.forget_sessions_in(reader, stale)
+            return forgotten
+        finally:
+            reader.close()
+
     async def prune_every(self, seconds: float = PRUNE_INTERVAL) -> None:
+        """The server's housekeeping loop: kicks that wait for MediaMTX are tried at once (at start-up) and then as
+        their backoff comes due; remembered sessions MediaMTX no longer has are swept every `seconds`."""
+        sweep_at = time.monotonic() + seconds
+        early = True  # at start-up every kick that waits is tried, whatever its backoff
         while True:
-            await asyncio.sleep(seconds)
+            self._wake.clear()
+            due_in: float | None = None
             try:
-                await self.prune()
-            except Exception:  # a sweep that fails is tried again at the next interval
-                log.exception("sweeping remembered sessions failed")
+                due_in = await self.retry_kicks(early=early)
+                early = False
+            except Exception:  # tried again at the next turn
+                log.exception("retrying the kicks that wait for MediaMTX failed")
+                due_in = KICK_RETRY_MAX
+            if time.monotonic() >= sweep_at:
+                try:
+                    await self.prune()
+                except Exception:  # a sweep that fails is tried again at the next interval
+                    log.exception("sweeping remembered sessions failed")
+                sweep_at = time.monotonic() + seconds
+            wait = min(sweep_at - time.monotonic(), KICK_RETRY_MAX if due_in is None else due_in)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, wait))
+
+    # -- re-checks -------------------------------------------------------------------------------------------------
 
     async def recheck(self, username: str | None, reason: str) -> list[Kick]:
-        if self.before_recheck is not None:
+        """Re-decide the remembered sessions of `username` (everyone's for None) now, and kick the denied ones."""
+        return await self._round({username: (reason,)})
+
+    async def _round(self, requests: Mapping[str | None, tuple[str, ...]]) -> list[Kick]:
+        async with self._lock:
+            self._write_remembered()
+            live, unlisted = await self._live_sessions()
+            # MediaMTX could not even list its sessions: the kicks of this round wait for the retry instead of each
+            # waiting out the same failure.
+            blocked = None if unlisted is None else _Attempt(_Outcome.FAILED, unlisted, wholesale=True)
+            everyone = None in requests
+            names = sorted(name for name in requests if name is not None)
+            for_everyone = "; ".join(requests.get(None, ()))
+            groups_now: dict[str, tuple[str, ...] | None] = {}
+            decided: dict[tuple[str, str, str, str], bool] = {}
+            kicks: list[Kick] = []
+            waiting: list[sqlite3.Row] = []  # kicks of the named subjects still waiting for MediaMTX: tried now
+            now = time.time()
+            kicks_possible = self.mediamtx is not None
+            reader = await asyncio.to_thread(self.store.session_reader)
+            try:
+                for chunk in [None] if everyone else _chunks(names, USERNAMES_PER_QUERY):
+                    async for rows in _pages(reader, chunk):
+                        stale: list[str] = []
+                        for row in rows:
+                            await self._share_the_loop()
+                            if _forgettable(row, live, now, kicks_possible=kicks_possible):
+                                stale.append(row["id"])
+                            elif row["kick_reason"] is not None:
+                                if row["username"] in requests:
+                                    waiting.append(row)
+                            elif not await self._allowed(row, groups_now, decided):
+                                reasons = requests.get(row["username"]) or ()
+                                kick, attempt = await self._kick(row, "; ".join(reasons) or for_everyone, blocked)
+                                if attempt.wholesale:
+                                    blocked = attempt
+                                kicks.append(kick)
+                        if stale:
+                            await asyncio.to_thread(Store.forget_sessions_in, reader, stale)
+            finally:
+                await asyncio.to_thread(reader.close)
+            if waiting:
+                await self._retry(waiting)
+            return kicks
+
+    def _write_remembered(self) -> None:
+        if self.before_recheck is None:
+            return
+        try:
             self.before_recheck()
-        await self.prune()  # only sessions that may still be playing are re-decided (and their users looked up)
-        groups_now: dict[str, tuple[str, ...] | None] = {}
-        kicks: list[Kick] = []
-        for row in self.store.media_sessions(username):
-            name, kind = row["username"], row["kind"]
-            if kind == "service":
-                continue  # the API key and local API clients are not subject to path rules
-            check = next((c for prefix, c in self.subject_checks.items() if name.startswith(prefix)), None)
-            if kind == "publisher":
-                if self.publishers.covers(name, row["path"]):
-                    continue
-            elif check is not None:
-                if await check(name, row["path"], row["action"]):
-                    continue
-            else:
-                if name not in groups_now:
-                    groups_now[name] = await self._current_groups(name, tuple(json.loads(row["groups"])))
-                groups = groups_now[name]
-                principal = self.roles.principal(name, groups or (), source="recheck")
-                if groups is not None and self.rules.decide(principal, row["path"], row["action"]).allowed:
-                    continue
-            kicks.append(await self._kick(row["id"], name, row["path"], row["protocol"], reason))
-        return kicks
+        except Exception as error:  # what is stored is re-checked; rows the database cannot take yet are not
+            log.warning("re-checking only the remembered sessions written so far: %s", error)
+
+    async def _share_the_loop(self) -> None:
+        """Let everything else on the loop run every LOOP_SLICE seconds of a long pass."""
+        now = time.perf_counter()
+        if now >= self._slice_ends:
+            await asyncio.sleep(0)
+            self._slice_ends = time.perf_counter() + LOOP_SLICE
+
+    async def _live_sessions(self) -> tuple[set[str] | None, str | None]:
+        """The ids MediaMTX lists now; (None, why) when it cannot say, (None, None) without an API."""
+        if self.mediamtx is None:
+            return None, None
+        try:
+            sessions = await self.mediamtx.list_all_sessions()
+        except MediaMTXError as error:
+            log.info("remembered sessions kept: MediaMTX could not list its sessions (%s)", error)
+            return None, error.message
+        if not sessions and (why := await self._mediamtx_itself()):
+            log.info("remembered sessions kept: %s", why)
+            return None, why
+        return {session.id for session in sessions}, None
+
+    async def _mediamtx_itself(self) -> str | None:
+        """None when the API URL answers like MediaMTX (its /v3/info names a version), else why not. A 404 for every
+        protocol (an empty list, a kick of no such session) settles a session only when MediaMTX itself says it:
+        a wrong URL answers 404 to everything. Asked each time: it is needed only for an empty list or a session
+        that is gone, and a URL can start leading elsewhere at any moment."""
+        if self.mediamtx is None:
+            return "no MediaMTX API is configured"
+        try:
+            info = await self.mediamtx.info()
+        except MediaMTXError as error:
+            return error.message
+        if not info.version:
+            return "the MediaMTX API URL does not answer like MediaMTX (its /v3/info names no version)"
+        return None
+
+    async def _allowed(
+        self,
+        row: sqlite3.Row,
+        groups_now: dict[str, tuple[str, ...] | None],
+        decided: dict[tuple[str, str, str, str], bool],
+    ) -> bool:
+        name, kind, path, action = row["username"], row["kind"], row["path"], row["action"]
+        if kind == "service":
+            return True  # the API key and local API clients are not subject to path rules
+        key = (kind, name, path, action)
+        known = decided.get(key)
+        if known is not None:
+            return known
+        check = next((c for prefix, c in self.subject_checks.items() if name.startswith(prefix)), None)
+        if kind == "publisher":
+            allowed = self.publishers.covers(name, path)
+        elif check is not None:
+            allowed = await check(name, path, action)
+        else:
+            if name not in groups_now:
+                groups_now[name] = await self._current_groups(name, tuple(json.loads(row["groups"])))
+            groups = groups_now[name]
+            principal = self.roles.principal(name, groups or (), source="recheck")
+            allowed = groups is not None and self.rules.decide(principal, path, action).allowed
+        decided[key] = allowed
+        return allowed
 
     async def _current_groups(self, username: str, remembered: tuple[str, ...]) -> tuple[str, ...] | None:
         """The user's groups now; None when the user is gone or inactive. When the directory cannot say, the
@@ -170,21 +382,130 @@ class Revoker:
             return None
         return user.groups
 
-    async def _kick(self, session_id: str, username: str, path: str, protocol: str, reason: str) -> Kick:
-        kicked = False
-        if self.mediamtx is not None:
-            for kind in KINDS_BY_PROTOCOL.get(protocol, ()):
-                try:
-                    await self.mediamtx.kick_session(kind, session_id)
-                except MediaMTXNotFound:
-                    continue
-                except MediaMTXError as error:
-                    log.warning("could not kick %s session %s: %s", kind, session_id, error)
-                    break
-                kicked = True
-                break
-        with self.store.transaction() as db:
-            self.store.forget_session(db, session_id)
-            detail = {"session": session_id, "path": path, "protocol": protocol, "reason": reason, "kicked": kicked}
-            self.store.audit(db, "sidecar", "session.kick", username, detail)
-        return Kick(session_id, username, path, reason, kicked)
+    # -- kicks -----------------------------------------------------------------------------------------------------
+
+    async def _kick(self, row: sqlite3.Row, reason: str, blocked: _Attempt | None) -> tuple[Kick, _Attempt]:
+        """The first attempt at a kick: done, the session gone, or (MediaMTX not confirming) a kick that waits;
+        `blocked` is a failure of MediaMTX as a whole earlier in the round, which this kick then shares."""
+        attempt = blocked or await self._attempt(row["id"], row["protocol"])
+        self._record(row, reason, attempt, first=True)
+        done = attempt.outcome is _Outcome.DONE
+        kick = Kick(row["id"], row["username"], row["path"], reason, done, attempt.outcome is _Outcome.FAILED)
+        return kick, attempt
+
+    async def _attempt(self, session_id: str, protocol: str) -> _Attempt:
+        if self.mediamtx is None:
+            return _Attempt(_Outcome.NO_API)
+        kinds = KINDS_BY_PROTOCOL.get(protocol, ())
+        for kind in kinds:
+            try:
+                await self.mediamtx.kick_session(kind, session_id)
+            except MediaMTXNotFound:
+                continue  # not in this list (or the protocol is off): look in the next one
+            except MediaMTXError as error:
+                log.warning("could not kick %s session %s: %s", kind, session_id, error)
+                wholesale = isinstance(error, MediaMTXUnauthorized) or not isinstance(error, MediaMTXRejected)
+                return _Attempt(_Outcome.FAILED, error.message, wholesale)
+            return _Attempt(_Outcome.DONE)
+        if kinds and (why := await self._mediamtx_itself()):
+            return _Attempt(_Outcome.FAILED, why, wholesale=True)
+        return _Attempt(_Outcome.GONE)
+
+    def _record(self, row: sqlite3.Row, reason: str, attempt: _Attempt, *, first: bool) -> None:
+        """Forget the session once MediaMTX has settled it (and audit that); otherwise keep it with its kick due
+        again after the backoff. Only the first failure of a kick is audited; the retries are counted."""
+        session_id = row["id"]
+        detail: dict[str, Any] = {"session": session_id, "path": row["path"], "protocol": row["protocol"]}
+        detail["reason"] = reason
+        now = time.time()
+        attempts = int(row["kick_attempts"] or 0) + 1
+        with self.store.transaction(invalidates=False) as db:
+            if attempt.outcome is _Outcome.FAILED:
+                if not self.store.defer_kick(db, session_id, reason, attempt.error, now, now + _backoff(attempts)):
+                    return  # forgotten meanwhile (runOnUnread, a sweep): MediaMTX no longer has it
+                if first:
+                    detail.update(kicked=False, pending=True, error=attempt.error)
+                    self.store.audit(db, "sidecar", "session.kick", row["username"], detail)
+            else:
+                self.store.forget_session(db, session_id)
+                detail["kicked"] = attempt.outcome is _Outcome.DONE
+                if attempt.outcome is _Outcome.GONE:
+                    detail["gone"] = True
+                if not first:
+                    detail["attempts"] = attempts
+                    detail["waited"] = round(now - float(row["kick_since"] or now))
+                self.store.audit(db, "sidecar", "session.kick", row["username"], detail)
+        if attempt.outcome is _Outcome.FAILED:
+            self._wake.set()
+
+    async def retry_kicks(self, usernames: list[str] | None = None, *, early: bool = False) -> float | None:
+        """Try the kicks that wait for MediaMTX: the ones due now; all of `usernames`', or (`early`, at start-up)
+        every one, whether its backoff has run out or not. Seconds until the next one is due (0 when more are due
+        already); None when no kick waits."""
+        async with self._lock:
+            due_by = None if early or usernames is not None else time.time()
+            rows = self.store.pending_kicks(due_by, usernames, KICK_RETRY_BATCH)
+            if rows:
+                await self._retry(rows)
+        count, _, next_at, _ = self.store.pending_kick_summary()
+        if not count or next_at is None:
+            return None
+        return max(0.0, next_at - time.time())
+
+    async def _retry(self, rows: Sequence[sqlite3.Row]) -> None:
+        blocked: _Attempt | None = None
+        failed = 0
+        for row in rows:
+            attempt = blocked or await self._attempt(row["id"], row["protocol"])
+            if attempt.wholesale:
+                blocked = attempt
+            if attempt.outcome is _Outcome.FAILED:
+                failed += 1
+            self._record(row, str(row["kick_reason"]), attempt, first=False)
+        if failed:
+            log.info("%d kicks still wait for MediaMTX: %s", failed, (blocked.error if blocked else "") or "see above")
+
+
+async def _pages(reader: sqlite3.Connection, usernames: list[str] | None) -> AsyncIterator[list[sqlite3.Row]]:
+    """The remembered sessions (of `usernames`, when given), READ_BATCH at a time, each read on a worker thread."""
+    after = 0
+    while rows := await asyncio.to_thread(Store.media_session_page, reader, after, READ_BATCH, usernames):
+        yield rows
+        if len(rows) < READ_BATCH:
+            return
+        after = rows[-1]["seq"]
+
+
+def _chunks(names: list[str], size: int) -> list[list[str] | None]:
+    return [names[start : start + size] for start in range(0, len(names), size)]
+
+
+def _clock(at: float, now: float) -> str:
+    moment = datetime.fromtimestamp(at, UTC)
+    if now - at < 20 * 3600:
+        return moment.strftime("%H:%M UTC")
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def pending_work(store: Store, sessions: SessionWriter | None = None, *, now: float | None = None) -> list[str]:
+    """What waits to be done, as short sentences for admins and operators (`sidecar check`, `/readyz` details):
+    kicks MediaMTX has not confirmed yet and, given the server's session writer, remembered sessions it could not
+    write yet or had to drop. Empty when nothing waits."""
+    now = time.time() if now is None else now
+    lines: list[str] = []
+    count, since, _, error = store.pending_kick_summary()
+    if count and since is not None:
+        what = "1 kick waits" if count == 1 else f"{count:,} kicks wait"
+        lines.append(f"{what} for MediaMTX since {_clock(since, now)}" + (f" (last error: {error})" if error else ""))
+    if sessions is not None:
+        if sessions.backlog and sessions.failing_since is not None:
+            held = sessions.backlog
+            what = "1 remembered MediaMTX session waits" if held == 1 else f"{held:,} remembered MediaMTX sessions wait"
+            because = f" (last error: {sessions.last_error})" if sessions.last_error else ""
+            lines.append(f"{what} to be written since {_clock(sessions.failing_since, now)}{because}")
+        if sessions.dropped:
+            lines.append(
+                f"{sessions.dropped:,} remembered MediaMTX sessions were dropped since the start (the database did not "
+                "take them in time); those cannot be kicked on revocation"
+            )
+    return lines

@@ -177,6 +177,15 @@ SCHEMA = [
     );
     CREATE INDEX confirm_links_email ON confirm_links(email, created_at);
     """,
+    """
+    ALTER TABLE media_sessions ADD COLUMN seen_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE media_sessions ADD COLUMN kick_reason TEXT;
+    ALTER TABLE media_sessions ADD COLUMN kick_since REAL;
+    ALTER TABLE media_sessions ADD COLUMN kick_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE media_sessions ADD COLUMN kick_next_at REAL;
+    ALTER TABLE media_sessions ADD COLUMN kick_error TEXT NOT NULL DEFAULT '';
+    CREATE INDEX media_sessions_kicks ON media_sessions(kick_next_at) WHERE kick_reason IS NOT NULL;
+    """,
 ]
 
 
@@ -805,6 +814,96 @@ class Store:
         )
         row = db.execute(sql, (now, secret_hash, now)).fetchone()
         return None if row is None else row[0]
+
+    # -- remembered sessions: passes off the loop, kicks that wait for MediaMTX, the age limit (revocation.py) ----
+    # The session columns a pass reads; `seq` (the rowid) orders and pages them.
+    SESSION_FIELDS_READ = (
+        "rowid AS seq, id, username, groups, path, action, protocol, kind, allowed_at, seen_at, kick_reason, "
+        "kick_since, kick_attempts, kick_error"
+    )
+
+    def record_sessions(self, sessions: list[SessionRow]) -> None:
+        """`remember_sessions`, and each row's time is also when its session was last heard of (`seen_at`): a
+        callback for an id already remembered moves only that. The age limit counts from there."""
+        with self.transaction(invalidates=False) as db:
+            db.executemany(
+                "INSERT INTO media_sessions(id, username, groups, path, action, protocol, kind, allowed_at, seen_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET username=excluded.username, "
+                "groups=excluded.groups, path=excluded.path, action=excluded.action, protocol=excluded.protocol, "
+                "kind=excluded.kind, seen_at=max(seen_at, excluded.seen_at)",
+                [(i, u, json.dumps(sorted(g)), p, a, pr, k, t, t) for i, u, g, p, a, pr, k, t in sessions],
+            )
+
+    def session_reader(self) -> sqlite3.Connection:
+        """A connection of its own (the caller closes it) for a pass over many remembered sessions on a worker
+        thread: neither this store's lock nor the event loop waits while it reads or forgets."""
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    @classmethod
+    def media_session_page(
+        cls, db: sqlite3.Connection, after: int, limit: int, usernames: list[str] | None = None
+    ) -> list[sqlite3.Row]:
+        """Up to `limit` remembered sessions (of `usernames` only, when given) stored after `seq` `after`."""
+        sql = f"SELECT {cls.SESSION_FIELDS_READ} FROM media_sessions WHERE rowid > ?"  # noqa: S608
+        if usernames is None:
+            return db.execute(sql + " ORDER BY rowid LIMIT ?", (after, limit)).fetchall()
+        marks = ",".join("?" for _ in usernames)
+        sql += f" AND username IN ({marks}) ORDER BY rowid LIMIT ?"
+        return db.execute(sql, (after, *usernames, limit)).fetchall()
+
+    @staticmethod
+    def forget_sessions_in(db: sqlite3.Connection, ids: list[str]) -> int:
+        """Forget these remembered sessions in one transaction of `db` (a `session_reader` connection); how many."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            count = db.executemany("DELETE FROM media_sessions WHERE id = ?", [(i,) for i in ids]).rowcount
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return max(0, count)
+
+    def defer_kick(
+        self, db: sqlite3.Connection, session_id: str, reason: str, error: str, now: float, next_attempt_at: float
+    ) -> bool:
+        """Keep the session remembered with its kick still to do (its first reason and time kept, attempts counted);
+        False when the session is no longer remembered."""
+        cursor = db.execute(
+            "UPDATE media_sessions SET kick_reason = COALESCE(kick_reason, ?), kick_since = COALESCE(kick_since, ?), "
+            "kick_attempts = kick_attempts + 1, kick_next_at = ?, kick_error = ? WHERE id = ?",
+            (reason, now, next_attempt_at, error[:500], session_id),
+        )
+        return cursor.rowcount > 0
+
+    def pending_kicks(
+        self, due_by: float | None = None, usernames: list[str] | None = None, limit: int = 200
+    ) -> list[sqlite3.Row]:
+        """Remembered sessions whose kick waits for MediaMTX, the soonest due first: those due by `due_by` unless it
+        is None, those of `usernames` only when given."""
+        sql = f"SELECT {self.SESSION_FIELDS_READ} FROM media_sessions WHERE kick_reason IS NOT NULL"  # noqa: S608
+        params: list[Any] = []
+        if due_by is not None:
+            sql += " AND kick_next_at <= ?"
+            params.append(due_by)
+        if usernames is not None:
+            sql += f" AND username IN ({','.join('?' for _ in usernames)})"
+            params.extend(usernames)
+        return self._read(sql + " ORDER BY kick_next_at LIMIT ?", (*params, limit))
+
+    def pending_kick_summary(self) -> tuple[int, float | None, float | None, str]:
+        """(how many kicks wait, since when the oldest one, when the next attempt is due, the latest error)."""
+        row = self._read(
+            "SELECT COUNT(*), MIN(kick_since), MIN(kick_next_at) FROM media_sessions WHERE kick_reason IS NOT NULL"
+        )[0]
+        if not row[0]:
+            return 0, None, None, ""
+        latest = self._read(
+            "SELECT kick_error FROM media_sessions WHERE kick_reason IS NOT NULL ORDER BY kick_next_at DESC LIMIT 1"
+        )
+        return int(row[0]), row[1], row[2], str(latest[0][0]) if latest else ""
 
     # -- outbox -----------------------------------------------------------------------------------------------
     def enqueue_mail(self, db: sqlite3.Connection, recipient: str, subject: str, body: str, now: float) -> None:

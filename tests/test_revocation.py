@@ -5,6 +5,7 @@ down or no longer knowing a session is no error; `tak_*` groups stay out of reac
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import types
 import uuid
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from sidecar import revocation as revocation_module
+from sidecar.revocation import pending_work
 from sidecar.settings import Settings
 from sidecar.store import AuditEvent
 from tests.fake_mediamtx import FakeMediaMTX
@@ -266,7 +268,7 @@ def test_a_token_issued_well_after_a_revocation_works(
     env: Env, carol_playing: dict[str, Playing], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = {"t": float(int(env.services.tokens.clock())) + 0.2}
-    clock = types.SimpleNamespace(time=lambda: now["t"])
+    clock = types.SimpleNamespace(time=lambda: now["t"], monotonic=time.monotonic, perf_counter=time.perf_counter)
     monkeypatch.setattr(revocation_module, "time", clock)
     monkeypatch.setattr(env.services.tokens, "clock", clock.time)
     headers = env.sign_in()
@@ -298,17 +300,54 @@ def test_a_session_mediamtx_no_longer_knows_is_forgotten_without_error(env: Env)
     assert f"/v3/rtspssessions/kick/{gone_rtsp.id}" in kick_paths
 
 
-def test_mediamtx_down_is_no_500_and_the_audit_says_not_kicked(env: Env, bob_everywhere: list[Playing]) -> None:
+def test_mediamtx_down_is_no_500_and_the_audit_says_not_kicked(
+    env: Env, bob_everywhere: list[Playing], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(revocation_module, "KICK_RETRY_FIRST", 3600.0)  # no retry in the background meanwhile
     headers = env.sign_in()
     env.transport.down = True
     response = env.client.delete("/api/v1/users/bob/groups/vid_public", headers=headers)
     assert response.status_code == 200
     env.settle()
-    env.transport.down = False
     assert env.kicked() == set()
     events = env.kick_events()
     assert sorted(event.detail["session"] for event in events) == sorted(s.id for s in bob_everywhere)
-    assert all(event.detail["kicked"] is False for event in events)
+    assert all(event.detail["kicked"] is False and event.detail["pending"] is True for event in events)
+    assert all("unreachable" in event.detail["error"] for event in events)
+    # Nothing is forgotten: each session keeps its kick, which waits for MediaMTX.
+    assert env.remembered("bob") == {session.id for session in bob_everywhere}
+    (line,) = pending_work(env.services.store)
+    assert line.startswith(f"{len(bob_everywhere)} kicks wait for MediaMTX since ") and "unreachable" in line
+    # MediaMTX could not even list its sessions, so the kicks waited for the retry instead of each failing in turn.
+    assert not [request for request in env.fake.requests if "/kick/" in request.path]
+    env.transport.down = False
+    env.client.portal.call(env.services.revoker.retry_kicks)  # what the server's housekeeping does once due
+    assert env.kicked() == set()  # not due yet: the first retry comes KICK_RETRY_FIRST (here an hour) later
+    env.client.portal.call(functools.partial(env.services.revoker.retry_kicks, early=True))
+    assert env.kicked() == keys(*bob_everywhere)
+    assert env.remembered("bob") == set() and pending_work(env.services.store) == []
+    done = [event for event in env.kick_events() if event.detail["kicked"]]
+    assert sorted(event.detail["session"] for event in done) == sorted(s.id for s in bob_everywhere)
+    assert all(event.detail["attempts"] == 2 for event in done)
+
+
+def test_revoking_the_user_again_retries_their_waiting_kicks_at_once(
+    env: Env, bob_everywhere: list[Playing], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(revocation_module, "KICK_RETRY_FIRST", 3600.0)  # no retry in the background meanwhile
+    env.transport.down = True
+    assert env.client.patch("/api/v1/users/bob", json={"is_active": False}, headers=env.sign_in()).status_code == 200
+    env.settle()
+    assert env.kicked() == set()
+    env.transport.down = False
+    env.client.portal.call(functools.partial(run_lost_access, env, "bob"))
+    env.settle()
+    assert env.kicked() == keys(*bob_everywhere)
+    assert env.remembered("bob") == set()
+
+
+async def run_lost_access(env: Env, username: str) -> None:
+    env.services.revoker.user_lost_access(username, "deactivated")
 
 
 def test_mediamtx_failing_is_no_500_and_the_audit_says_not_kicked(env: Env, bob_everywhere: list[Playing]) -> None:
@@ -319,6 +358,21 @@ def test_mediamtx_failing_is_no_500_and_the_audit_says_not_kicked(env: Env, bob_
     env.settle()
     assert env.kicked() == set()
     assert [event.detail["kicked"] for event in env.kick_events()] == [False] * len(bob_everywhere)
+    assert env.remembered("bob") == {session.id for session in bob_everywhere}  # their kicks wait
+
+
+def test_pending_work_says_how_many_kicks_wait_since_when(env: Env) -> None:
+    store = env.services.store
+    assert pending_work(store) == []
+    ids = [remember_old(env, "bob", 10) for _ in range(3)]
+    since = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+    with store.transaction() as db:
+        for number, session_id in enumerate(ids):
+            store.defer_kick(db, session_id, "removed from vid_public", f"error {number}", since + number, since + 60)
+    (line,) = pending_work(store, now=since + 3600)
+    assert line.startswith("3 kicks wait for MediaMTX since 22:13 UTC (last error: ")
+    (line,) = pending_work(store, now=since + 3 * 86400)
+    assert line.startswith("3 kicks wait for MediaMTX since 2023-11-14 22:13 UTC")
 
 
 # --- sessions MediaMTX no longer has are swept ------------------------------------------------------------------------
@@ -356,6 +410,24 @@ def test_nothing_is_forgotten_while_mediamtx_cannot_list_its_sessions(env: Env) 
     env.transport.down = False
     assert prune(env) == 0
     assert env.remembered("bob") == {old}
+
+
+def test_while_mediamtx_cannot_list_its_sessions_a_day_of_silence_is_the_limit_but_not_for_a_waiting_kick(
+    env: Env,
+) -> None:
+    too_old = remember_old(env, "bob", revocation_module.SESSION_MAX_AGE + 60)
+    kick_waits = remember_old(env, "bob", revocation_module.SESSION_MAX_AGE + 60)
+    recent = remember_old(env, "bob", revocation_module.SESSION_MAX_AGE - 3600)
+    with env.services.store.transaction() as db:
+        env.services.store.defer_kick(db, kick_waits, "deactivated", "unreachable", time.time(), time.time() + 60)
+    env.transport.down = True
+    assert prune(env) == 1
+    assert env.remembered("bob") == {kick_waits, recent}
+    env.transport.down = False
+    env.fake.add_session("rtspsessions", id=recent, path="live/cam1")
+    assert prune(env) == 1  # MediaMTX's list decides again: the waiting kick's session is gone, so is its kick
+    assert env.remembered("bob") == {recent}
+    assert too_old not in env.remembered()
 
 
 def test_a_rule_change_re_decides_only_what_may_still_be_playing(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,9 +1,12 @@
 """Remembered MediaMTX sessions: batched through their own connection, never lost (an explicit flush writes
-everything, a failed write keeps the rows queued), with the write-ahead log checkpointed on a thread of its own."""
+everything, a failed write keeps the rows queued and is tried again on its own with backoff, a backlog goes in chunks),
+held in bounded memory (the oldest dropped, counted and logged), with the write-ahead log checkpointed on a thread of
+its own."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -13,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sidecar import session_writer
+from sidecar.revocation import pending_work
 from sidecar.session_writer import FLUSH_DELAY, SessionWriter
 from sidecar.store import SessionRow, Store
 
@@ -45,13 +49,13 @@ def failing(self: Store, sessions: list[SessionRow]) -> None:
 
 async def test_rows_wait_for_one_batch(store: Store, writer: SessionWriter, monkeypatch: pytest.MonkeyPatch) -> None:
     batches: list[int] = []
-    original = Store.remember_sessions
+    original = Store.record_sessions
 
     def spy(self: Store, sessions: list[SessionRow]) -> None:
         batches.append(len(sessions))
         original(self, sessions)
 
-    monkeypatch.setattr(Store, "remember_sessions", spy)
+    monkeypatch.setattr(Store, "record_sessions", spy)
     for number in range(5):
         writer.add(row(f"s{number}"))
     assert stored(store) == []  # the answer to MediaMTX did not wait for SQLite
@@ -78,13 +82,13 @@ def test_without_an_event_loop_rows_are_written_at_once(store: Store, writer: Se
 async def test_a_failed_write_keeps_the_rows_for_the_next_flush(
     store: Store, writer: SessionWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = Store.remember_sessions
-    monkeypatch.setattr(Store, "remember_sessions", failing)
+    original = Store.record_sessions
+    monkeypatch.setattr(Store, "record_sessions", failing)
     writer.add(row("first"))
     with pytest.raises(sqlite3.OperationalError):
         writer.flush()
     writer.add(row("second"))
-    monkeypatch.setattr(Store, "remember_sessions", original)
+    monkeypatch.setattr(Store, "record_sessions", original)
     writer.flush()
     assert stored(store) == ["first", "second"]  # nothing lost, order kept
 
@@ -92,14 +96,14 @@ async def test_a_failed_write_keeps_the_rows_for_the_next_flush(
 async def test_a_failed_batch_is_logged_not_raised_into_the_loop(
     store: Store, writer: SessionWriter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    original = Store.remember_sessions
-    monkeypatch.setattr(Store, "remember_sessions", failing)
+    original = Store.record_sessions
+    monkeypatch.setattr(Store, "record_sessions", failing)
     writer.add(row("kept"))
     deadline = time.monotonic() + FLUSH_DELAY + 5
     while "could not write remembered MediaMTX sessions" not in caplog.text:
         assert time.monotonic() < deadline, "the failed batch was not logged"
         await asyncio.sleep(0.01)
-    monkeypatch.setattr(Store, "remember_sessions", original)
+    monkeypatch.setattr(Store, "record_sessions", original)
     writer.flush()
     assert stored(store) == ["kept"]
 
@@ -147,3 +151,104 @@ def test_close_writes_what_is_waiting_and_stops_the_checkpoints(store: Store) ->
     writer.close()
     assert stored(store) == ["last"]
     assert not any(thread.name == "sidecar-checkpoint" for thread in threading.enumerate())
+
+
+async def test_a_failed_batch_is_tried_again_on_its_own_with_backoff(
+    store: Store, writer: SessionWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_writer, "RETRY_FIRST", 0.02)
+    monkeypatch.setattr(session_writer, "RETRY_MAX", 0.08)
+    original = Store.record_sessions
+    attempts: list[int] = []
+
+    def full(self: Store, sessions: list[SessionRow]) -> None:
+        attempts.append(len(sessions))
+        if len(attempts) <= 4:
+            raise sqlite3.OperationalError("database or disk is full")
+        original(self, sessions)
+
+    monkeypatch.setattr(Store, "record_sessions", full)
+    writer.add(row("a"))
+    for number in range(50):  # more callbacks while the disk is full do not write (or try to) each time
+        writer.add(row(f"b{number}"))
+    deadline = time.monotonic() + 5
+    while len(stored(store)) < 51:
+        assert time.monotonic() < deadline, "the held rows were not written on their own"
+        await asyncio.sleep(0.01)
+    assert stored(store) == ["a", *(f"b{number}" for number in range(50))]
+    assert len(attempts) == 5  # four failures, each followed by one retry after its backoff, whatever else came
+    assert writer.backlog == 0 and writer.failing_since is None and writer.last_error == ""
+
+
+async def test_a_backlog_is_written_a_chunk_per_turn_of_the_loop(
+    store: Store, writer: SessionWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_writer, "RETRY_FIRST", 0.01)
+    monkeypatch.setattr(session_writer, "CHUNK", 10)
+    original = Store.record_sessions
+    batches: list[int] = []
+    broken = {"yes": True}
+
+    def spy(self: Store, sessions: list[SessionRow]) -> None:
+        if broken["yes"]:
+            raise sqlite3.OperationalError("database is locked")
+        batches.append(len(sessions))
+        original(self, sessions)
+
+    monkeypatch.setattr(Store, "record_sessions", spy)
+    for number in range(35):
+        writer.add(row(f"s{number:02d}"))
+    await asyncio.sleep(session_writer.FLUSH_DELAY + 0.02)
+    broken["yes"] = False
+    deadline = time.monotonic() + 5
+    while writer.backlog:
+        assert time.monotonic() < deadline, "the backlog was not written"
+        await asyncio.sleep(0.01)
+    assert batches == [10, 10, 10, 5]  # no one transaction of the whole backlog on the loop
+    assert stored(store) == [f"s{number:02d}" for number in range(35)]
+
+
+async def test_memory_is_bounded_the_oldest_rows_dropped_with_a_counted_warning(
+    store: Store, writer: SessionWriter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(session_writer, "MAX_PENDING", 10)
+    original = Store.record_sessions
+    monkeypatch.setattr(Store, "record_sessions", failing)
+    for number in range(25):
+        writer.add(row(f"s{number:02d}"))
+    assert writer.backlog == 10 and writer.dropped == 15
+    drops = [record for record in caplog.records if "dropped the" in record.getMessage()]
+    assert len(drops) == 1  # one warning a minute, not one per row
+    assert drops[0].levelno == logging.WARNING
+    monkeypatch.setattr(Store, "record_sessions", original)
+    writer.flush()
+    assert stored(store) == [f"s{number:02d}" for number in range(15, 25)]  # the newest were kept, in order
+    (line,) = pending_work(store, writer)
+    assert line.startswith("15 remembered MediaMTX sessions were dropped")
+
+
+async def test_pending_work_says_how_many_rows_wait_since_when(
+    store: Store, writer: SessionWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Store, "record_sessions", failing)
+    writer.add(row("a"))
+    writer.add(row("b"))
+    with pytest.raises(sqlite3.OperationalError):
+        writer.flush()
+    (line,) = pending_work(store, writer)
+    assert line.startswith("2 remembered MediaMTX sessions wait to be written since ")
+    assert line.endswith("(last error: database is locked)")
+
+
+def test_close_reports_rows_it_cannot_write_instead_of_raising(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = SessionWriter(store.path)
+    monkeypatch.setattr(Store, "record_sessions", failing)
+
+    async def serve() -> None:
+        writer.add(row("lost"))
+
+    asyncio.run(serve())
+    writer.close()
+    assert "1 remembered MediaMTX sessions could not be written before the stop" in caplog.text
