@@ -20,6 +20,7 @@ from starlette.types import Scope
 from sidecar.first_admin import never_had_admin
 from sidecar.runtime import build_services
 from sidecar.settings import Settings
+from sidecar.storage_errors import StartupFailure, build_or_explain
 from sidecar.web import (
     api,
     auth,
@@ -57,7 +58,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        services = build_services(settings, transport=transport)
+        # A full disk does not stop the start (the space reserve is given up, reads are served, writes answer 503);
+        # a read-only or foreign-owned data dir or a damaged database does, with one log line saying what to fix.
+        try:
+            services = build_or_explain(
+                lambda: build_services(settings, transport=transport), settings.data_dir, settings.database_path
+            )
+        except StartupFailure as failure:
+            app.state.startup_failure = str(failure)  # `sidecar serve` prints it as its one line
+            raise
         app.state.services = services
         if services.first_admin is not None and never_had_admin(services.store):
             log.warning(

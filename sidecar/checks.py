@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sidecar.keys import SECRET_FILES, loose_secret_files, secret_path
 from sidecar.settings import Settings
+from sidecar.storage_errors import open_problem, storage_problem, write_problem
 from sidecar.store import Store
 
 MIN_CADDY = (2, 11, 4)
@@ -57,35 +58,44 @@ def run_checks(settings: Settings) -> list[tuple[bool, str]]:
                 "access requests cannot be confirmed by email",
             )
         )
+    try:
+        results.extend(_storage(settings))
+    except Exception as error:  # a storage failure is a finding with what to fix, not a traceback
+        problem = storage_problem(error, settings.data_dir, settings.database_path)
+        results.append((False, problem.operator if problem else f"database {settings.database_path}: {error}"))
+    results.append(_caddy())
+    return results
+
+
+def _storage(settings: Settings) -> list[tuple[bool, str]]:
+    """The data dir, its secrets and the database; a storage problem is the sentence `sidecar serve` would stop
+    with (or, for a full disk, warn with), and ends the storage checks."""
+    results: list[tuple[bool, str]] = []
     if not settings.data_dir.is_dir():
-        results.append((False, f"data dir {settings.data_dir} is missing: run `sidecar bootstrap`"))
-        results.append(_caddy())
-        return results
+        return [(False, f"data dir {settings.data_dir} is missing: run `sidecar bootstrap`")]
+    problem = open_problem(settings, create=False) or write_problem(settings.data_dir, settings.database_path)
+    if problem is not None:
+        return [(False, problem.operator)]
     for name in SECRET_FILES:
         given = getattr(settings, name) is not None
         present = secret_path(settings, name).exists()
         results.append((given or present, f"{name}: {'from settings' if given else 'file' if present else 'missing'}"))
     for path in loose_secret_files(settings):
         results.append((False, f"{path} is readable by group or others: chmod 600 {path}"))
+    store = Store(settings.database_path)
     try:
-        store = Store(settings.database_path)
-    except Exception as error:  # report any storage failure as a finding, not a traceback
-        results.append((False, f"database {settings.database_path}: {error}"))
-    else:
-        try:
-            results.append((True, f"database {settings.database_path}: {len(store.list_rules())} path rules"))
-            if settings.mode == "local":
-                admins = store.admin_count(settings.admin_groups)
-                results.append(
-                    (
-                        admins > 0,
-                        f"{admins} active admin(s)"
-                        if admins
-                        else "no active admin: run `sidecar bootstrap` (a data dir that never held an account) or "
-                        "`sidecar users set-password USERNAME --password-stdin --admin`",
-                    )
+        results.append((True, f"database {settings.database_path}: {len(store.list_rules())} path rules"))
+        if settings.mode == "local":
+            admins = store.admin_count(settings.admin_groups)
+            results.append(
+                (
+                    admins > 0,
+                    f"{admins} active admin(s)"
+                    if admins
+                    else "no active admin: run `sidecar bootstrap` (a data dir that never held an account) or "
+                    "`sidecar users set-password USERNAME --password-stdin --admin`",
                 )
-        finally:
-            store.close()
-    results.append(_caddy())
+            )
+    finally:
+        store.close()
     return results

@@ -20,26 +20,54 @@ from sidecar.settings import Settings
 CLI_ACTOR = "cli"
 
 
+class _NoStartupTraceback(logging.Filter):
+    """uvicorn logs the traceback Starlette hands over with a failed start-up; a StartupFailure was already said in
+    one line by the lifespan, and `cmd_serve` prints it again as its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "StartupFailure" not in record.getMessage()
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from sidecar import logs
     from sidecar.app import create_app
+    from sidecar.storage_errors import prepare_to_serve
 
     logs.configure(settings.log_level)
+    # What would stop the start (a read-only or foreign-owned data dir, a damaged database) is one line and exit 2
+    # here, before anything listens. A full disk is not: the server starts and serves what it knows.
+    problem = prepare_to_serve(settings)
+    if problem is not None:
+        print(f"error: {problem.operator}", file=sys.stderr)
+        return 2
     logging.getLogger("sidecar").info(
         "starting sidecar %s in %s mode on %s:%s", __version__, settings.mode, settings.host, settings.port
     )
-    # proxy_headers off: the TCP peer must stay the peer, or X-Forwarded-For would decide who is a trusted proxy.
-    uvicorn.run(
-        create_app(settings, freeze_startup_objects=True),
-        host=settings.host,
-        port=settings.port,
-        proxy_headers=False,
-        log_config=None,
-        server_header=False,
-        access_log=False,
-    )
+    app = create_app(settings, freeze_startup_objects=True)
+    quiet = _NoStartupTraceback()
+    logging.getLogger("uvicorn.error").addFilter(quiet)
+    try:
+        # proxy_headers off: the TCP peer must stay the peer, or X-Forwarded-For would decide who is a trusted proxy.
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            proxy_headers=False,
+            log_config=None,
+            server_header=False,
+            access_log=False,
+        )
+    except SystemExit:  # uvicorn's way of saying the start failed
+        failure = getattr(app.state, "startup_failure", None)
+        if not failure:
+            raise  # its own reason (the port is taken): its log says why
+        # The data dir failed between the check above and the start (another process, the disk filling up).
+        print(f"error: {failure}", file=sys.stderr)
+        return 2
+    finally:
+        logging.getLogger("uvicorn.error").removeFilter(quiet)
     return 0
 
 
@@ -255,5 +283,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(settings, args)
     except (SidecarError, DirectoryError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        # A full, read-only or foreign-owned data dir, a locked or damaged database: one sentence saying what to fix
+        # (the same `sidecar check` prints), not a traceback. Anything else is a bug and keeps its traceback.
+        from sidecar.storage_errors import storage_problem
+
+        found = storage_problem(error, settings.data_dir, settings.database_path)
+        if found is None:
+            raise
+        print(f"error: {found.operator}", file=sys.stderr)
         return 2
     return code

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
+import time
 from urllib.parse import quote
 
 from starlette.exceptions import HTTPException
@@ -13,11 +15,14 @@ from starlette.responses import RedirectResponse, Response
 from sidecar.directory.base import Conflict, DirectoryError, InvalidName, NotFound
 from sidecar.errors import SidecarError
 from sidecar.mediamtx import MediaMTXError, MediaMTXNotFound, MediaMTXRejected, MediaMTXUnauthorized
+from sidecar.storage_errors import StorageProblem, storage_problem
 from sidecar.web.templating import page
 
 log = logging.getLogger("sidecar.web")
 # Machine-facing paths always answer JSON; everything else answers a page when a browser asks for HTML.
 JSON_ONLY_PREFIXES = ("/api/", "/mediamtx/", "/.well-known/", "/metrics", "/auth/")
+STORAGE_LOG_SECONDS = 10.0  # one log line per kind of storage problem this often: a full disk fails every write
+_storage_logged: dict[str, float] = {}
 
 
 def json_error_body(message: str, field: str | None = None) -> bytes:
@@ -72,7 +77,36 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(request, exc.status_code, messages.get(exc.status_code, exc.detail))
 
 
+def _storage_problem(request: Request, exc: Exception) -> StorageProblem | None:
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        return None
+    settings = services.settings
+    return storage_problem(exc, settings.data_dir, settings.database_path)
+
+
+def _storage_response(request: Request, problem: StorageProblem) -> Response:
+    """503 with the sentence: the caller may try again once the operator has fixed what the log line names."""
+    now = time.monotonic()
+    if now - _storage_logged.get(problem.kind, -STORAGE_LOG_SECONDS) >= STORAGE_LOG_SECONDS:
+        _storage_logged[problem.kind] = now
+        log.error("storage: %s (%s %s answered 503)", problem.operator, request.method, request.url.path)
+    return error_response(request, 503, problem.public)
+
+
+async def storage_error(request: Request, exc: Exception) -> Response:
+    """SQLite's errors and the data dir's OS errors: a full, read-only or failing disk, a locked or damaged database.
+    Anything else of those types is a bug and goes on to `unexpected_error`."""
+    problem = _storage_problem(request, exc)
+    if problem is None:
+        raise exc
+    return _storage_response(request, problem)
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
+    problem = _storage_problem(request, exc)  # raised from a middleware, or wrapped in another error
+    if problem is not None:
+        return _storage_response(request, problem)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return Response(json_error_body("Internal error"), status_code=500, media_type="application/json")
 
@@ -99,5 +133,7 @@ EXCEPTION_HANDLERS = {
     SidecarError: sidecar_error,
     DirectoryError: directory_error,
     HTTPException: http_error,
+    sqlite3.Error: storage_error,
+    OSError: storage_error,
     Exception: unexpected_error,
 }

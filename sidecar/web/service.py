@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -10,6 +11,8 @@ from starlette.routing import Route
 from sidecar import __version__
 from sidecar.directory import DirectoryError
 from sidecar.errors import Forbidden, Unauthorized
+from sidecar.runtime import Services
+from sidecar.storage_errors import StorageProblem, keep_reserve, storage_problem, write_problem
 from sidecar.web.context import principal, services
 
 
@@ -25,14 +28,28 @@ async def _reachable(client: httpx.AsyncClient, url: str) -> str:
     return "ok" if response.status_code < 500 else f"unhealthy (HTTP {response.status_code})"
 
 
+def _store_problem(svc: Services) -> StorageProblem | None:
+    """Whether the store can be written now (off the event loop: the probe may wait for another writer). When it
+    can, the space reserve `sidecar serve` gave up to start on a full disk is put back."""
+    settings = svc.settings
+    problem = write_problem(settings.data_dir, settings.database_path)
+    if problem is None:
+        keep_reserve(settings.data_dir)
+    return problem
+
+
 async def readyz(request: Request) -> Response:
     svc = services(request)
     checks: dict[str, str] = {}
+    # Ready means able to do the work, and most of it writes (playback tokens, sign-ins, the form, admin changes):
+    # a store that can be read but not written is not ready, and says why in the words clients would get.
     try:
         svc.store.ping()
-        checks["store"] = "ok"
+        problem = await anyio.to_thread.run_sync(_store_problem, svc)
+        checks["store"] = "ok" if problem is None else f"failed ({problem.public})"
     except Exception as error:  # any storage failure means not ready
-        checks["store"] = f"failed ({type(error).__name__})"
+        found = storage_problem(error, svc.settings.data_dir, svc.settings.database_path)
+        checks["store"] = f"failed ({found.public if found else type(error).__name__})"
     if svc.settings.mode == "local":
         try:
             await svc.directory.ping()
