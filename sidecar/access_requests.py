@@ -20,7 +20,7 @@ from sidecar.directory.base import Conflict, DirectoryError, InvalidName, valida
 from sidecar.errors import BadRequest, NotFoundError, TooManyRequests
 from sidecar.keys import digest
 from sidecar.mailer import Mailer, valid_email
-from sidecar.passwords import check_strength
+from sidecar.passwords import hash_password
 from sidecar.settings import Settings
 from sidecar.store import Store
 from sidecar.users import Recovery, UserAdmin
@@ -408,7 +408,6 @@ class AccessRequests:
         if note:
             answer["note"] = note
         answer["emailed"] = emailed
-        await self.mailer.flush()
         return answer
 
     async def _password_step(
@@ -452,7 +451,6 @@ class AccessRequests:
                 body += f"\nMessage from the administrator:\n{message}\n"
             confirmed = bool(row["email_confirmed"])
             emailed = confirmed and self.mailer.enqueue(db, row["email"], "Your access request was declined", body)
-        await self.mailer.flush()
         return {"id": request_id, "status": "rejected", "emailed": emailed}
 
     # -- set-password links -----------------------------------------------------------------------------------
@@ -462,14 +460,16 @@ class AccessRequests:
         return self.store.password_link_user(digest(secret), self.clock())
 
     async def set_password(self, secret: str, password: str) -> str:
-        """Use the link once: the password is checked first, then the link is spent, then the password set."""
+        """Use the link once. The slow part (bcrypt) comes first; spending the link and setting the password are then
+        one transaction, so a crash at any point leaves either both done or neither (the link still works)."""
         if self.link_user(secret) is None:
             raise NotFoundError("This link does not exist, has expired or was already used.")
-        check_strength(password)
+        password_hash = await hash_password(password)  # checks the strength first
         with self.store.transaction() as db:
             username = self.store.use_password_link(db, digest(secret), self.clock())
             if username is None:
                 raise NotFoundError("This link does not exist, has expired or was already used.")
+            if not self.store.set_password_hash(db, username, password_hash):
+                raise NotFoundError("This link does not exist, has expired or was already used.")
             self.store.audit(db, username, "password.set_by_link", username)
-        await self.users.directory.set_password(username, password)
         return username

@@ -51,6 +51,7 @@ class UserAdmin:
         self.roles = roles
         self.on_lost_access: Callable[[str, str], None] | None = None  # revocation (set by the wiring)
         self.on_changed: Callable[[str], None] | None = None  # forgets cached groups of that person (wiring)
+        self.grants_still: Callable[[str, str], bool] = lambda username, group: False  # a token naming it (wiring)
         # Changes that could remove the last admin, one at a time across the processes on this data dir (Authentik
         # has no transaction to make the count and the change one step; the local directory also uses its own).
         self._admin_change = admin_lock
@@ -181,13 +182,16 @@ class UserAdmin:
                     username, checked.name, keep_one_of=sorted(self.roles.admin_groups)
                 )
         self._changed(username)
-        if changed:
+        # A removal the directory made but answered too late, retried, finds the person already out: when a token
+        # still names the group, the removal did happen (unrecorded), so it is audited and acted on now.
+        happened = changed or (not member and self.grants_still(username, checked.name))
+        if happened:
             with self.store.transaction() as db:
                 self.store.audit(
                     db, actor_name(actor), "group.add" if member else "group.remove", username, {"group": group}
                 )
-            if not member:
-                self._lost_access(username, f"removed from {group}")
+        if happened and not member:
+            self._lost_access(username, f"removed from {group}")
         return changed
 
     async def _add_without_promoting(self, username: str, group: Group, actor: Actor) -> bool:

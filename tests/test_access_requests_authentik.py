@@ -19,7 +19,7 @@ from sidecar.settings import Settings
 from tests.authentik_schema import CheckedTransport, require_contract
 from tests.fake_authentik import BASE, TOKEN, FakeAuthentik, create_fake_authentik
 from tests.helpers import API_KEY, TRUSTED_PEER, form_token
-from tests.test_access_requests import Inbox, _free_port, _text, confirm_link
+from tests.test_access_requests import Inbox, _free_port, _text, confirm_link, deliver
 
 ORIGIN = {"origin": "http://testserver"}
 KEY = {"x-api-key": API_KEY}
@@ -93,7 +93,7 @@ def make_site(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., 
 
     def factory(**overrides: Any) -> Site:
         inbox = Inbox()
-        controller = Controller(inbox, hostname="127.0.0.1", port=_free_port())
+        controller = Controller(inbox.handler, hostname="127.0.0.1", port=_free_port())
         controller.start()
         settings = make_settings(
             mode="authentik",
@@ -111,6 +111,7 @@ def make_site(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., 
         client.__enter__()
         opened.append((client, controller))
         site = Site(client, fake, switch, inbox)
+        inbox.settle = lambda: deliver(client)
         directory = site.services.directory
         assert isinstance(directory, AuthentikDirectory)
         directory.client._retry_backoff = (0.0,)  # one quick retry instead of waiting a second per read

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
-from sidecar.authentik import AuthentikClient, AuthentikGroup, AuthentikRejected, AuthentikUser
+from sidecar.authentik import AuthentikClient, AuthentikGroup, AuthentikRejected, AuthentikUnavailable, AuthentikUser
 from sidecar.directory.base import (
     Conflict,
     Directory,
+    DirectoryError,
     Group,
     LastActive,
     NotFound,
@@ -84,7 +85,9 @@ class AuthentikDirectory(Directory):
         user, found = await self._require(username, group)
         if found.name in user.groups:
             return False
-        await self.client.add_user_to_group(found.pk, user.pk)
+        await self._despite_a_late_answer(
+            self.client.add_user_to_group(found.pk, user.pk), lambda now: found.name in now.groups, username
+        )
         return True
 
     async def remove_from_group(self, username: str, group: str, *, keep_one_of: Sequence[str] = ()) -> bool:
@@ -92,14 +95,33 @@ class AuthentikDirectory(Directory):
         if found.name not in user.groups:
             return False
         await self._keep_one(user, keep_one_of, leaving=found.name)
-        await self.client.remove_user_from_group(found.pk, user.pk)
+        await self._despite_a_late_answer(
+            self.client.remove_user_from_group(found.pk, user.pk), lambda now: found.name not in now.groups, username
+        )
         return True
 
     async def set_active(self, username: str, active: bool, *, keep_one_of: Sequence[str] = ()) -> None:
         user = await self._user(username)
         if not active:
             await self._keep_one(user, keep_one_of, leaving=None)
-        await self.client.set_user_active(user.pk, active)
+        await self._despite_a_late_answer(
+            self.client.set_user_active(user.pk, active), lambda now: now.is_active == active, username
+        )
+
+    async def _despite_a_late_answer(
+        self, write: Awaitable[object], happened: Callable[[AuthentikUser], bool], username: str
+    ) -> None:
+        """A write whose answer never came may still have happened: read the person back before calling it a
+        failure, so what really changed is answered, audited and acted on (revocation included)."""
+        try:
+            await write
+        except AuthentikUnavailable:
+            try:
+                now = await self.client.get_user(username)
+            except DirectoryError:
+                now = None
+            if now is None or not happened(now):
+                raise
 
     async def _keep_one(self, user: AuthentikUser, keep_one_of: Sequence[str], leaving: str | None) -> None:
         """Authentik has no transaction to do this in: the count is read just before the change (the caller
