@@ -512,10 +512,18 @@ async function loadStreamsOnce() {
     announce("Streams are up to date again");
   }
   if (isAdmin) {
-    setGroups(Array.isArray(body.groups) ? body.groups : []);
+    if (Array.isArray(body.groups)) {
+      setGroups(body.groups); // else the directory could not say: the toggles keep the groups known so far
+    }
+    if (body.groups_error && body.groups_error !== groupsError) {
+      announce(`Note: ${body.groups_error}`, "error");
+    }
+    groupsError = body.groups_error || "";
   }
   renderStreams(Array.isArray(body.streams) ? body.streams : []);
 }
+
+let groupsError = ""; // the directory's last complaint about the group list, announced once
 
 // One request at a time; a refresh asked for during one runs once more right after it.
 function refreshStreams() {

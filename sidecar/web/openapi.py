@@ -119,7 +119,11 @@ def openapi_document() -> dict[str, Any]:
                 ),
             },
             "/api/v1/streams": {
-                "get": _op("Live streams the caller may watch (nothing about the others)", auth="any user with a group")
+                "get": _op(
+                    "Live streams the caller may watch (nothing about the others); for admins also each stream's rule "
+                    "and the groups to choose from (`groups_error` instead when the directory cannot list them)",
+                    auth="any user with a group",
+                )
             },
             "/api/v1/sources": {
                 "get": _op("MediaMTX path configurations (stream sources)"),

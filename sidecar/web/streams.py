@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sidecar.directory import DirectoryError
 from sidecar.errors import BadRequest, Forbidden
 from sidecar.media_auth import playback_permissions
 from sidecar.policy import InvalidPattern, is_glob, normalise_path, validate_pattern
@@ -58,7 +59,11 @@ async def list_streams(request: Request) -> Response:
             rule = matcher.match(normal) if normal is not None else None
             stream["rule"] = None if rule is None else {"pattern": rule.pattern, "groups": sorted(rule.groups)}
             stream["exact_rule"] = rule is not None and rule.pattern == normal
-        body["groups"] = [group.name for group in await svc.users.list_groups()]
+        try:
+            body["groups"] = [group.name for group in await svc.users.list_groups()]
+        except DirectoryError as error:
+            # The streams and their rules do not depend on the directory; only the toggles' group list does.
+            body["groups_error"] = f"the group list could not be read ({error}); the group toggles may be incomplete"
     return JSONResponse(body)
 
 
