@@ -365,17 +365,22 @@ class AccessRequests:
         with self.store.transaction() as db:
             if not self.store.move_access_request(db, request_id, "pending", "approving", decided_at=self.clock()):
                 raise Conflict("this request is not pending (already decided or being approved)")
+            # The account is created carrying this secret claim: a retry adopts the account its own interrupted
+            # attempt created (a late answer, a crash before the mark below), and refuses anyone else's.
+            self.store.set_request_claim(db, request_id, secrets.token_urlsafe(24))
+        claim = self._get(request_id)["claim"]
+        directory = self.users.directory
         try:
-            # A retry after the directory failed half-way must not create the account twice (nor adopt someone
-            # else's existing account: without the mark, an existing username is a conflict).
+            # Inactive until it holds its groups: an interruption never leaves an account that can sign in with
+            # none of what was approved.
             if not row["user_created"]:
-                await self.users.directory.create_user(
-                    row["username"], email=row["email"] if confirmed else "", name=row["name"], active=True
-                )
+                email = row["email"] if confirmed else ""
+                await directory.create_user(row["username"], email=email, name=row["name"], active=False, claim=claim)
                 with self.store.transaction() as db:
                     self.store.mark_user_created(db, request_id)
             for group in checked:
-                await self.users.directory.add_to_group(row["username"], group.name)
+                await directory.add_to_group(row["username"], group.name)
+            await directory.set_active(row["username"], True)
         except BaseException:
             with self.store.transaction() as db:
                 self.store.move_access_request(db, request_id, "approving", "pending")

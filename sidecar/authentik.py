@@ -58,6 +58,10 @@ class AuthentikRejected(InvalidName):
         return any(word in message.lower() for message in self.field_errors.get(name, ()))
 
 
+# The user attribute an approval stores its secret claim in, so that its retry recognises the account it created.
+CLAIM_ATTRIBUTE = "sidecar_access_request"
+
+
 @dataclass(frozen=True)
 class AuthentikUser:
     pk: int
@@ -68,6 +72,7 @@ class AuthentikUser:
     groups: tuple[str, ...] = ()
     is_superuser: bool = False
     type: str = "internal"
+    claim: str = ""  # attributes[CLAIM_ATTRIBUTE]: the approval this sidecar created the account for
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AuthentikUser:
@@ -84,7 +89,13 @@ class AuthentikUser:
             # Read-only and always sent; anything but a plain false counts as a superuser (never managed here).
             is_superuser=data.get("is_superuser") is not False,
             type=data["type"] if isinstance(data.get("type"), str) else "internal",
+            claim=_claim(data.get("attributes")),
         )
+
+
+def _claim(attributes: object) -> str:
+    value = attributes.get(CLAIM_ATTRIBUTE) if isinstance(attributes, Mapping) else None
+    return value if isinstance(value, str) else ""
 
 
 @dataclass(frozen=True)
@@ -240,12 +251,21 @@ class AuthentikClient:
         return next((user for user in found if user.username == username), None)
 
     async def create_user(
-        self, username: str, *, name: str = "", email: str = "", is_active: bool = False, path: str = "users"
+        self,
+        username: str,
+        *,
+        name: str = "",
+        email: str = "",
+        is_active: bool = False,
+        path: str = "users",
+        claim: str = "",
     ) -> AuthentikUser:
         """A new internal user, inactive unless asked otherwise, so nobody can sign in before it is set up."""
         body: dict[str, Any] = {"username": username, "name": name, "is_active": is_active, "path": path}
         if email:
             body["email"] = email
+        if claim:
+            body["attributes"] = {CLAIM_ATTRIBUTE: claim}
         body["type"] = "internal"
         return AuthentikUser.from_json(_object(await self._write("POST", "/core/users/", body)))
 

@@ -66,7 +66,9 @@ class AuthentikNotConnected(Directory):
         await self._fail()
         return False
 
-    async def create_user(self, username: str, *, email: str = "", name: str = "", active: bool = True) -> User:
+    async def create_user(
+        self, username: str, *, email: str = "", name: str = "", active: bool = True, claim: str = ""
+    ) -> User:
         await self._fail()
         raise AssertionError
 

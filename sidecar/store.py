@@ -186,6 +186,11 @@ SCHEMA = [
     ALTER TABLE media_sessions ADD COLUMN kick_error TEXT NOT NULL DEFAULT '';
     CREATE INDEX media_sessions_kicks ON media_sessions(kick_next_at) WHERE kick_reason IS NOT NULL;
     """,
+    # An approval's secret claim, given to the account it creates, so its retry adopts that account (and no other).
+    """
+    ALTER TABLE access_requests ADD COLUMN claim TEXT NOT NULL DEFAULT '';
+    ALTER TABLE users ADD COLUMN created_for TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 
@@ -404,11 +409,20 @@ class Store:
 
     # -- local directory writes -------------------------------------------------------------------------------
     def insert_user(
-        self, db: sqlite3.Connection, username: str, *, email: str, name: str, password_hash: str | None, active: bool
+        self,
+        db: sqlite3.Connection,
+        username: str,
+        *,
+        email: str,
+        name: str,
+        password_hash: str | None,
+        active: bool,
+        created_for: str = "",
     ) -> None:
         db.execute(
-            "INSERT INTO users(username, email, name, password_hash, is_active, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (username, email, name, password_hash, int(active), time.time()),
+            "INSERT INTO users(username, email, name, password_hash, is_active, created_at, created_for) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (username, email, name, password_hash, int(active), time.time(), created_for),
         )
 
     def set_password_hash(self, db: sqlite3.Connection, username: str, password_hash: str) -> bool:
@@ -752,6 +766,9 @@ class Store:
         )
         return [str(row[0]) for row in self._read(sql, tuple(admin_groups))]
 
+    def set_request_claim(self, db: sqlite3.Connection, request_id: int, claim: str) -> None:
+        db.execute("UPDATE access_requests SET claim = ? WHERE id = ? AND claim = ''", (claim, request_id))
+
     def mark_user_created(self, db: sqlite3.Connection, request_id: int) -> None:
         """The directory account of this request exists: a retried approval must not create it again."""
         db.execute("UPDATE access_requests SET user_created = 1 WHERE id = ?", (request_id,))
@@ -919,6 +936,16 @@ class Store:
         return self._read(
             "SELECT * FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?", (due_by, limit)
         )
+
+    def pending_mail_summary(self) -> tuple[int, float | None, str]:
+        """(how many messages wait to be sent, since when the oldest one, the latest error)."""
+        row = self._read("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE sent_at IS NULL")[0]
+        if not row[0]:
+            return 0, None, ""
+        latest = self._read(
+            "SELECT last_error FROM outbox WHERE sent_at IS NULL AND last_error != '' ORDER BY id DESC LIMIT 1"
+        )
+        return int(row[0]), row[1], str(latest[0][0]) if latest else ""
 
     def mail_sent(self, db: sqlite3.Connection, mail_id: int, now: float) -> None:
         db.execute(

@@ -47,6 +47,7 @@ class FakeUser:
     type: str = "internal"
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
     password: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 # kind in the URL -> (component, verbose name, model name)
@@ -240,7 +241,7 @@ class FakeAuthentik:
             "roles_obj": [],
             "email": user.email,
             "avatar": "data:image/svg+xml;base64,",
-            "attributes": {},
+            "attributes": dict(user.attributes),
             "uid": f"uid-{user.pk}",
             "path": user.path,
             "type": user.type,
@@ -418,6 +419,8 @@ class FakeAuthentik:
             path=body.get("path", "users"),
             type=body.get("type", "internal"),
         )
+        if isinstance(body.get("attributes"), dict):
+            user.attributes = dict(body["attributes"])
         return JSONResponse(self.user_json(user), 201)
 
     def _user_or_404(self, request: Request) -> FakeUser | Response:

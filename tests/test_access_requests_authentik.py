@@ -27,22 +27,30 @@ PUBLIC_URL = "https://video.example.org"
 
 
 class Switch(httpx.AsyncBaseTransport):
-    """Authentik on or off: while down (or for the requests `fails` picks) the connection is refused."""
+    """Authentik on or off: while down (or for the requests `fails` picks) the connection is refused. The requests
+    `late` picks are performed but their answer never comes; with `then_down`, Authentik goes down right after."""
 
     def __init__(self, inner: CheckedTransport) -> None:
         self.inner = inner
         self.down = False
         self.fails: Callable[[httpx.Request], bool] = lambda request: False
+        self.late: Callable[[httpx.Request], bool] = lambda request: False
+        self.then_down = False
         self.violations: list[str] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self.down or self.fails(request):
             raise httpx.ConnectError("connection refused", request=request)
         try:
-            return await self.inner.handle_async_request(request)
+            response = await self.inner.handle_async_request(request)
         except AssertionError as error:  # a request or answer outside Authentik's schema
             self.violations.append(str(error))
             raise
+        if self.late(request):
+            await response.aread()
+            self.down = self.then_down
+            raise httpx.ReadTimeout("the answer never came", request=request)
+        return response
 
 
 class Site:
@@ -181,6 +189,57 @@ def test_approval_interrupted_after_the_account_was_created_is_retried_without_a
     assert [row["id"] for row in site.pending()] == [pending["id"]]
     site.switch.fails = lambda request: False
     assert site.approve(pending["id"], ["vid_public"]).status_code == 200
+    _assert_one_active_ada(site, ["vid_public"])
+
+
+def _creates_a_user(request: httpx.Request) -> bool:
+    return request.method == "POST" and request.url.path.endswith("/core/users/")
+
+
+def test_an_account_created_but_answered_late_is_read_back_and_the_approval_finishes(
+    make_site: Callable[..., Site],
+) -> None:
+    site = make_site()
+    site.submit()
+    [pending] = site.pending()
+    site.switch.late = _creates_a_user
+    answer = site.approve(pending["id"], ["vid_public"])
+    assert answer.status_code == 200, answer.text
+    _assert_one_active_ada(site, ["vid_public"])
+    assert [row["status"] for row in site.client.get("/api/v1/access-requests", headers=KEY).json()["requests"]] == [
+        "approved"
+    ]
+
+
+def test_an_approval_cut_off_after_authentik_created_the_account_is_finished_by_its_retry(
+    make_site: Callable[..., Site],
+) -> None:
+    """Authentik made the account and then went away (the answer and the read-back both lost): the retry adopts the
+    account its own attempt created instead of answering 409 for ever, and meanwhile nobody could sign in with it."""
+    site = make_site()
+    site.submit()
+    [pending] = site.pending()
+    site.switch.late = _creates_a_user
+    site.switch.then_down = True
+    assert site.approve(pending["id"], ["vid_public"]).status_code == 503
+    ada = site.fake.user_named("ada")
+    assert ada is not None and not ada.is_active and site.fake.groups_of(ada) == []
+    site.switch.down = False
+    site.switch.late = lambda request: False
+    retried = site.approve(pending["id"], ["vid_public"])
+    assert retried.status_code == 200, retried.text
+    _assert_one_active_ada(site, ["vid_public"])
+
+
+def test_an_account_another_approval_created_is_not_adopted(make_site: Callable[..., Site]) -> None:
+    """Two requests for one username: the second approval finds the first one's account, made with another claim."""
+    site = make_site()
+    site.submit()
+    site.submit(email="someone-else@example.org", name="Not Ada")
+    first, second = sorted(site.pending(), key=lambda row: int(row["id"]))
+    assert site.approve(first["id"], ["vid_public"]).status_code == 200
+    refused = site.approve(second["id"], ["vid_private"])
+    assert refused.status_code == 409, refused.text
     _assert_one_active_ada(site, ["vid_public"])
 
 

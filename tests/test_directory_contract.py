@@ -102,6 +102,20 @@ async def test_duplicate_user_is_a_conflict(backend: Backend) -> None:
         await backend.directory.create_user("zz.dup")
 
 
+async def test_an_account_is_adopted_only_by_the_claim_that_created_it(backend: Backend) -> None:
+    directory = backend.directory
+    created = await directory.create_user("zz.claimed", name="Claimed", active=False, claim="claim-one")
+    again = await directory.create_user("zz.claimed", name="Claimed", active=False, claim="claim-one")
+    assert again == created and again.claim == "claim-one"
+    for other in ("claim-two", ""):
+        with pytest.raises(Conflict):
+            await directory.create_user("zz.claimed", claim=other)
+    await directory.create_user("zz.unclaimed")  # an account made without a claim is nobody's to adopt
+    with pytest.raises(Conflict):
+        await directory.create_user("zz.unclaimed", claim="")
+    assert (await directory.get_user("zz.unclaimed")) is not None
+
+
 async def test_invalid_username_is_refused(backend: Backend) -> None:
     with pytest.raises(InvalidName):
         await backend.directory.create_user("not a name!")

@@ -31,6 +31,7 @@ def _user(found: AuthentikUser) -> User:
         uid=str(found.pk),
         superuser=found.is_superuser,
         service=found.type in SERVICE_TYPES,
+        claim=found.claim,
     )
 
 
@@ -69,17 +70,42 @@ class AuthentikDirectory(Directory):
             raise
         return True
 
-    async def create_user(self, username: str, *, email: str = "", name: str = "", active: bool = True) -> User:
+    async def create_user(
+        self, username: str, *, email: str = "", name: str = "", active: bool = True, claim: str = ""
+    ) -> User:
         validate_username(username)
-        if await self.client.get_user(username) is not None:
-            raise Conflict(f"user {username} already exists")
+        existing = await self.client.get_user(username)
+        if existing is not None:
+            return self._adopted(existing, claim)
         try:
-            created = await self.client.create_user(username, name=name, email=email, is_active=active)
+            created = await self.client.create_user(username, name=name, email=email, is_active=active, claim=claim)
+        except AuthentikUnavailable:
+            # The account may exist although the answer never came: read it back before calling it a failure.
+            now = await self._read_back(username)
+            if now is None or not claim or now.claim != claim:
+                raise
+            return _user(now)
         except AuthentikRejected as error:
             if error.mentions("username", "unique") or error.mentions("username", "exists"):
+                now = await self._read_back(username)
+                if now is not None:
+                    return self._adopted(now, claim)
                 raise Conflict(f"user {username} already exists") from error
             raise
         return _user(created)
+
+    @staticmethod
+    def _adopted(existing: AuthentikUser, claim: str) -> User:
+        """An existing account is answered as created only when this same claim created it."""
+        if claim and existing.claim == claim:
+            return _user(existing)
+        raise Conflict(f"user {existing.username} already exists")
+
+    async def _read_back(self, username: str) -> AuthentikUser | None:
+        try:
+            return await self.client.get_user(username)
+        except DirectoryError:
+            return None
 
     async def add_to_group(self, username: str, group: str) -> bool:
         user, found = await self._require(username, group)
@@ -116,10 +142,7 @@ class AuthentikDirectory(Directory):
         try:
             await write
         except AuthentikUnavailable:
-            try:
-                now = await self.client.get_user(username)
-            except DirectoryError:
-                now = None
+            now = await self._read_back(username)
             if now is None or not happened(now):
                 raise
 

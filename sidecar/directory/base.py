@@ -39,6 +39,7 @@ class User:
     uid: str = ""
     superuser: bool = False  # administers the directory itself (Authentik's is_superuser); never managed here
     service: bool = False  # a machine account of the directory (an outpost's, an API token's); never managed here
+    claim: str = ""  # set by the sidecar on an account it created for an access request (see `create_user`)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,12 @@ class Directory(abc.ABC):
         """Create the group; False when it already existed."""
 
     @abc.abstractmethod
-    async def create_user(self, username: str, *, email: str = "", name: str = "", active: bool = True) -> User: ...
+    async def create_user(
+        self, username: str, *, email: str = "", name: str = "", active: bool = True, claim: str = ""
+    ) -> User:
+        """Create the account; Conflict when the username is taken. With `claim` (an approval's secret), an
+        account already created with that same claim is answered as created: an approval interrupted after the
+        directory made the account (a late answer, a crash) is finished by its retry, never refused for ever."""
 
     @abc.abstractmethod
     async def add_to_group(self, username: str, group: str) -> bool:

@@ -32,6 +32,7 @@ class LocalDirectory(Directory):
             is_active=bool(row["is_active"]),
             groups=tuple(groups),
             uid=row["username"],
+            claim=row["created_for"],
         )
 
     async def get_user(self, username: str) -> User | None:
@@ -54,13 +55,20 @@ class LocalDirectory(Directory):
         with self.store.transaction() as db:
             return self.store.insert_group(db, name)
 
-    async def create_user(self, username: str, *, email: str = "", name: str = "", active: bool = True) -> User:
+    async def create_user(
+        self, username: str, *, email: str = "", name: str = "", active: bool = True, claim: str = ""
+    ) -> User:
         validate_username(username)
         with self.store.transaction() as db:
-            if self.store.get_user(username) is not None:
+            existing = self.store.get_user(username)
+            if existing is not None:
+                if claim and existing["created_for"] == claim:
+                    return self._user(existing, self.store.user_groups(username))
                 raise Conflict(f"user {username} already exists")
-            self.store.insert_user(db, username, email=email, name=name, password_hash=None, active=active)
-        return User(username=username, email=email, name=name, is_active=active, uid=username)
+            self.store.insert_user(
+                db, username, email=email, name=name, password_hash=None, active=active, created_for=claim
+            )
+        return User(username=username, email=email, name=name, is_active=active, uid=username, claim=claim)
 
     async def add_to_group(self, username: str, group: str) -> bool:
         with self.store.transaction() as db:

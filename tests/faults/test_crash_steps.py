@@ -4,6 +4,7 @@ so a crash during the hash left a spent link and no password."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -17,11 +18,12 @@ from sidecar.processes import LoggedProcess
 from sidecar.settings import Settings
 from sidecar.store import Store
 from tests.faults.crash_points import killing_env
-from tests.helpers import ADMIN_PASSWORD
+from tests.helpers import ADMIN_PASSWORD, API_KEY
 from tests.processes_fixtures import Launch, child_env, free_port
 
 SECRET = "s" * 43  # the shape of a real link secret (token_urlsafe(32))
 NEW_PASSWORD = "carol-new-password-1"
+KEY = {"X-API-Key": API_KEY}
 
 
 def sidecar_env(data_dir: Path, **values: str) -> dict[str, str]:
@@ -64,9 +66,7 @@ def set_password(url: str) -> httpx.Response:
         "sidecar.store:Store.audit",  # both written, not yet committed
     ],
 )
-def test_a_crash_while_a_password_is_set_leaves_the_link_working(
-    kill_at: str, launch: Launch, tmp_path: Path
-) -> None:
+def test_a_crash_while_a_password_is_set_leaves_the_link_working(kill_at: str, launch: Launch, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     prepare(data_dir)
     arm = tmp_path / "armed"
@@ -85,3 +85,77 @@ def test_a_crash_while_a_password_is_set_leaves_the_link_working(
     signed_in = httpx.post(f"{url}/auth/login", json={"username": "carol", "password": NEW_PASSWORD}, timeout=30)
     assert signed_in.status_code == 200, signed_in.text
     assert httpx.get(f"{url}/request-access/set-password/{SECRET}", timeout=30).status_code == 404  # spent once
+
+
+REQUEST = {
+    "name": "Dana Scully",
+    "username": "dana",
+    "email": "dana@example.org",
+    "org": "Field unit",
+    "reason": "I watch the drills.",
+    "group": "",
+    "website": "",
+}
+
+
+def request_access(url: str) -> None:
+    """Dana asks for access through the public form, as a browser would."""
+    with httpx.Client(base_url=url, timeout=30) as browser:
+        page = browser.get("/request-access")
+        found = re.search(r'name="form_token" value="([^"]+)"', page.text)
+        assert found, page.text
+        sent = browser.post("/request-access", data={**REQUEST, "form_token": found.group(1)}, headers={"Origin": url})
+        assert sent.status_code == 200, sent.text
+
+
+def approve(url: str, request_id: int) -> httpx.Response:
+    return httpx.post(
+        f"{url}/api/v1/access-requests/{request_id}/approve",
+        json={"groups": ["vid_public"]},
+        headers={"X-API-Key": API_KEY},
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    "kill_at",
+    [
+        "sidecar.store:Store.mark_user_created",  # the account exists; the request does not know yet
+        "sidecar.store:Store.add_membership",  # the account exists, inactive, without its groups
+        "sidecar.store:Store.set_active",  # groups given, not yet active
+    ],
+)
+def test_an_approval_killed_after_the_account_was_created_is_finished_by_its_retry(
+    kill_at: str, launch: Launch, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    prepare(data_dir)
+    arm = tmp_path / "armed"
+    env = killing_env(sidecar_env(data_dir, SIDECAR_API_KEY=API_KEY), tmp_path / "site", kill_at, arm)
+    url, proc = serve(launch, f"approve-{kill_at.replace(':', '-')}", env)
+    request_access(url)
+    (request_id,) = [row["id"] for row in httpx.get(f"{url}/api/v1/access-requests", headers=KEY).json()["requests"]]
+    arm.touch()
+    with pytest.raises(httpx.HTTPError):
+        approve(url, request_id)
+    assert proc.wait(timeout=30) == -9, proc.output_tail()
+
+    store = Store(Settings(_env_file=None, data_dir=data_dir).database_path)  # type: ignore[call-arg]
+    dana = store.get_user("dana")
+    assert dana is not None and not dana["is_active"], "an interrupted approval left an account that can sign in"
+    with store.transaction() as db:  # as if the approval had been interrupted long enough ago to be taken up again
+        db.execute("UPDATE access_requests SET decided_at = decided_at - 3600 WHERE id = ?", (request_id,))
+    store.close()
+
+    url, _ = serve(launch, f"reapprove-{kill_at.replace(':', '-')}", sidecar_env(data_dir, SIDECAR_API_KEY=API_KEY))
+    done = approve(url, request_id)
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "approved" and "set_password_link" in done.json()
+    store = Store(Settings(_env_file=None, data_dir=data_dir).database_path)  # type: ignore[call-arg]
+    try:
+        dana = store.get_user("dana")
+        assert dana is not None and dana["is_active"]
+        assert store.user_groups("dana") == ["vid_public"]
+        assert [row["username"] for row in store.list_users("dana", 10, 0)[1]] == ["dana"]
+    finally:
+        store.close()
