@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sidecar.keys import SECRET_FILES, loose_secret_files, secret_path
+from sidecar.pending import pending_work
 from sidecar.settings import Settings
 from sidecar.storage_errors import open_problem, storage_problem, write_problem
 from sidecar.store import Store
@@ -96,6 +97,8 @@ def _storage(settings: Settings) -> list[tuple[bool, str]]:
                     "`sidecar users set-password USERNAME --password-stdin --admin`",
                 )
             )
+        # Kicks and mail are normally done within seconds: anything still waiting means a dependency is failing.
+        results.extend((False, f"waiting: {line}") for line in pending_work(store))
     finally:
         store.close()
     return results

@@ -9,6 +9,7 @@ from starlette.routing import Route
 from sidecar.audit_text import SENTENCES, describe
 from sidecar.errors import BadRequest
 from sidecar.identity import split_groups
+from sidecar.pending import pending_work
 from sidecar.web.context import csrf_token, int_param, json_object, require, services
 from sidecar.web.openapi import openapi_document
 
@@ -146,6 +147,12 @@ async def audit(request: Request) -> Response:
     return JSONResponse({"events": body, "actions": sorted(SENTENCES)})
 
 
+async def pending(request: Request) -> Response:
+    await require(request, admin=True)
+    svc = services(request)
+    return JSONResponse({"pending": pending_work(svc.store, svc.media_auth.sessions)})
+
+
 async def recovery_link(request: Request) -> Response:
     who = await require(request, admin=True)
     link = await services(request).users.recovery_link(request.path_params["username"], who)
@@ -182,5 +189,6 @@ routes = [
     Route("/api/v1/users/{username}/recovery-link", recovery_link, methods=["POST"]),
     Route("/api/v1/users/{username}/recovery-email", recovery_email, methods=["POST"]),
     Route("/api/v1/audit", audit),
+    Route("/api/v1/pending-work", pending),
     Route("/api/v1/openapi.json", openapi),
 ]

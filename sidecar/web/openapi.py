@@ -166,6 +166,16 @@ def openapi_document() -> dict[str, Any]:
                     params=("action", "actor", "target", "limit"),
                 )
             },
+            "/api/v1/pending-work": {
+                "get": _op(
+                    "What waits to be done (kicks MediaMTX has not confirmed, mail not sent, session records not "
+                    "written), one sentence each with since when and the latest error; empty when nothing waits",
+                    ok={
+                        "type": "object",
+                        "properties": {"pending": {"type": "array", "items": {"type": "string"}}},
+                    },
+                )
+            },
             "/api/v1/streams/token": {
                 "post": _op(
                     "A playback token (ES256 JWT in MediaMTX's permission format) for one stream you may watch",
