@@ -123,7 +123,12 @@ class Settings(BaseSettings):
     public_url: str = Field(
         "", description="The sidecar's public base URL (e.g. https://video.example.org) for links in emails."
     )
-    upstream_timeout: float = Field(5.0, gt=0, description="Seconds before a call to Authentik or MediaMTX gives up.")
+    upstream_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds one call to Authentik or MediaMTX may take in all (connecting, sending, every read, "
+        "retries), and connecting to the editor; one attempt to send mail may take 4 times this.",
+    )
     log_level: str = Field("INFO", description="Log level of the JSON logs.")
 
     _split = field_validator(
