@@ -322,22 +322,19 @@ def release_reserve(data_dir: Path) -> bool:
 def build_or_explain(build: Callable[[], T], data_dir: Path, database: Path | None = None) -> T:
     """Run `build` (which opens the data dir). On a full disk give up the space reserve and try once more. A storage
     problem left over is logged in one line and raised as StartupFailure; anything else propagates as it is."""
-    try:
-        return build()
-    except Exception as error:
-        problem = storage_problem(error, data_dir, database)
-        if problem is None:
-            raise
-    if problem.kind == FULL and release_reserve(data_dir):
-        log.warning("%s; started with the space reserve: writes answer 503 until space is freed", problem.operator)
+    with_reserve = False
+    while True:
         try:
             return build()
         except Exception as error:
             problem = storage_problem(error, data_dir, database)
             if problem is None:
                 raise
-    log.error("cannot start: %s", problem.operator)
-    raise StartupFailure(problem.operator)
+        if with_reserve or problem.kind != FULL or not release_reserve(data_dir):
+            log.error("cannot start: %s", problem.operator)
+            raise StartupFailure(problem.operator)
+        with_reserve = True
+        log.warning("%s; started with the space reserve: writes answer 503 until space is freed", problem.operator)
 
 
 # -- start-up -----------------------------------------------------------------------------------------------------

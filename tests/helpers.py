@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import bcrypt
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -79,3 +82,23 @@ def form_token(client: TestClient, path: str = "/request-access") -> str:
     found = re.search(r'name="form_token" value="([^"]+)"', page.text)
     assert found, "the form page has no form_token"
     return found.group(1)
+
+
+def streamed_answer(
+    chunks: int, size: int = 1, pause: float = 0.0
+) -> tuple[Callable[[httpx.Request], httpx.Response], list[int]]:
+    """A handler for httpx.MockTransport: a 200 JSON answer streamed in `chunks` pieces of `size` bytes (no
+    Content-Length), `pause` seconds apart; the list counts the pieces sent."""
+    sent: list[int] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(chunks):
+            if pause:
+                await asyncio.sleep(pause)
+            sent.append(size)
+            yield b" " * size
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=body())
+
+    return handler, sent

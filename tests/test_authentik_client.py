@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -27,6 +26,7 @@ from sidecar.directory.base import Conflict, InvalidName, NotFound
 from sidecar.web.errors import directory_error
 from tests.authentik_schema import CheckedTransport, Contract, require_contract
 from tests.fake_authentik import BASE, TOKEN, FakeAuthentik, create_fake_authentik
+from tests.helpers import streamed_answer
 
 STAGE = "7a4c2e1e-54a4-4b8e-a2f4-0c6f2f6b7d11"
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -304,29 +304,12 @@ async def test_an_unreadable_answer_is_an_authentik_error() -> None:
             await client.list_users()
 
 
-def _streamed(chunks: int, size: int = 1, pause: float = 0.0) -> tuple[Handler, list[int]]:
-    """A 200 JSON answer streamed in `chunks` pieces of `size` bytes (no Content-Length), counting those sent."""
-    sent: list[int] = []
-
-    async def body() -> AsyncIterator[bytes]:
-        for _ in range(chunks):
-            if pause:
-                await asyncio.sleep(pause)
-            sent.append(size)
-            yield b" " * size
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "application/json"}, content=body())
-
-    return handler, sent
-
-
 async def test_an_answer_over_the_cap_is_refused_without_reading_it_all() -> None:
     announced = httpx.Response(200, headers={"content-length": str(150 * 1024 * 1024)}, content=b"[]")
     async with canned(lambda request: announced, max_answer_bytes=1024) as client:
         with pytest.raises(AuthentikUnavailable, match="Authentik sent an answer larger than 1 KiB"):
             await client.list_users()
-    handler, sent = _streamed(1000, size=100)
+    handler, sent = streamed_answer(1000, size=100)
     async with canned(handler, max_answer_bytes=1024) as client:
         with pytest.raises(AuthentikUnavailable, match="larger than 1 KiB"):
             await client.ping()
@@ -334,7 +317,7 @@ async def test_an_answer_over_the_cap_is_refused_without_reading_it_all() -> Non
 
 
 async def test_a_trickling_answer_is_cut_off_at_the_calls_deadline() -> None:
-    handler, sent = _streamed(1000, pause=0.02)  # each byte well within any per-read timeout
+    handler, sent = streamed_answer(1000, pause=0.02)  # each byte well within any per-read timeout
     async with canned(handler, timeout=0.3) as client:
         with pytest.raises(AuthentikUnavailable, match=r"no answer within 0\.3 s"):
             await client.list_users()

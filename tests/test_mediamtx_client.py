@@ -31,6 +31,7 @@ from sidecar.mediamtx import (
     escape_path,
 )
 from tests.fake_mediamtx import PATH_CONF_FIELDS, FakeMediaMTX, create_fake_mediamtx
+from tests.helpers import streamed_answer
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "shared" / "mediamtx" / "openapi.yaml"
 BASE = "http://mediamtx.test:9997"
@@ -696,25 +697,8 @@ async def test_a_write_answered_by_something_else_is_not_taken_as_done(answer: C
     assert len(seen) == len(WRITES)  # and never sent twice
 
 
-def _streamed(chunks: int, size: int = 1, pause: float = 0.0) -> tuple[Handler, list[int]]:
-    """A 200 JSON answer streamed in `chunks` pieces of `size` bytes (no Content-Length), counting those sent."""
-    sent: list[int] = []
-
-    async def body() -> AsyncIterator[bytes]:
-        for _ in range(chunks):
-            if pause:
-                await asyncio.sleep(pause)
-            sent.append(size)
-            yield b" " * size
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "application/json"}, content=body())
-
-    return handler, sent
-
-
 async def test_an_answer_over_the_cap_is_refused_while_it_streams() -> None:
-    handler, sent = _streamed(1000, size=100)
+    handler, sent = streamed_answer(1000, size=100)
     async with canned(handler, None, max_answer_bytes=1024) as (client, transport):
         with pytest.raises(MediaMTXUnavailable) as caught:
             await client.list_paths()
@@ -744,7 +728,7 @@ async def test_every_page_of_a_listing_shares_one_deadline() -> None:
 
 
 async def test_a_trickling_answer_is_cut_off_at_the_calls_deadline() -> None:
-    handler, sent = _streamed(1000, pause=0.02)
+    handler, sent = streamed_answer(1000, pause=0.02)
     async with canned(handler, None, timeout=0.3) as (client, _):
         for call in (lambda c: c.info(), *WRITES):
             sent.clear()
