@@ -76,7 +76,7 @@ def callback_body(**fields: Any) -> dict[str, Any]:
     return body
 
 
-def form_token(client: TestClient, path: str = "/request-access") -> str:
+def form_token(client: TestClient | httpx.Client, path: str = "/request-access") -> str:
     """The signed token a public form page embeds, as a browser would send it back."""
     page = client.get(path)
     found = re.search(r'name="form_token" value="([^"]+)"', page.text)
@@ -102,3 +102,27 @@ def streamed_answer(
         return httpx.Response(200, headers={"content-type": "application/json"}, content=body())
 
     return handler, sent
+
+
+def access_request_form(username: str, token: str, **fields: str) -> dict[str, str]:
+    """The public request-access form as a person fills it in (`fields` changes any of it)."""
+    return {
+        "name": username.title(),
+        "username": username,
+        "email": f"{username}@example.org",
+        "org": "Analytical unit",
+        "reason": "I need to watch the drills.",
+        "group": "vid_public",
+        "website": "",
+        "form_token": token,
+        **fields,
+    }
+
+
+def submit_access_request(
+    url: str, username: str, headers: dict[str, str] | None = None, **fields: str
+) -> httpx.Response:
+    """Send the form to a running sidecar at `url` as a browser would: load the page, post it back."""
+    with httpx.Client(base_url=url, timeout=15, headers=headers) as browser:
+        data = access_request_form(username, form_token(browser), **fields)
+        return browser.post("/request-access", data=data, headers={"origin": url})

@@ -4,7 +4,6 @@ so a crash during the hash left a spent link and no password."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from sidecar.processes import LoggedProcess
 from sidecar.settings import Settings
 from sidecar.store import Store
 from tests.faults.crash_points import killing_env
-from tests.helpers import ADMIN_PASSWORD, API_KEY
+from tests.helpers import ADMIN_PASSWORD, API_KEY, submit_access_request
 from tests.processes_fixtures import Launch, child_env, free_port
 
 SECRET = "s" * 43  # the shape of a real link secret (token_urlsafe(32))
@@ -87,27 +86,6 @@ def test_a_crash_while_a_password_is_set_leaves_the_link_working(kill_at: str, l
     assert httpx.get(f"{url}/request-access/set-password/{SECRET}", timeout=30).status_code == 404  # spent once
 
 
-REQUEST = {
-    "name": "Dana Scully",
-    "username": "dana",
-    "email": "dana@example.org",
-    "org": "Field unit",
-    "reason": "I watch the drills.",
-    "group": "",
-    "website": "",
-}
-
-
-def request_access(url: str) -> None:
-    """Dana asks for access through the public form, as a browser would."""
-    with httpx.Client(base_url=url, timeout=30) as browser:
-        page = browser.get("/request-access")
-        found = re.search(r'name="form_token" value="([^"]+)"', page.text)
-        assert found, page.text
-        sent = browser.post("/request-access", data={**REQUEST, "form_token": found.group(1)}, headers={"Origin": url})
-        assert sent.status_code == 200, sent.text
-
-
 def approve(url: str, request_id: int) -> httpx.Response:
     return httpx.post(
         f"{url}/api/v1/access-requests/{request_id}/approve",
@@ -133,7 +111,7 @@ def test_an_approval_killed_after_the_account_was_created_is_finished_by_its_ret
     arm = tmp_path / "armed"
     env = killing_env(sidecar_env(data_dir, SIDECAR_API_KEY=API_KEY), tmp_path / "site", kill_at, arm)
     url, proc = serve(launch, f"approve-{kill_at.replace(':', '-')}", env)
-    request_access(url)
+    assert submit_access_request(url, "dana", group="").status_code == 200
     (request_id,) = [row["id"] for row in httpx.get(f"{url}/api/v1/access-requests", headers=KEY).json()["requests"]]
     arm.touch()
     with pytest.raises(httpx.HTTPError):

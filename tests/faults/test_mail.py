@@ -25,7 +25,7 @@ from sidecar.mailer import DEADLINE_FACTOR
 from sidecar.processes import free_port
 from sidecar.runtime import Services
 from sidecar.settings import Settings
-from tests.helpers import API_KEY, form_token
+from tests.helpers import API_KEY, access_request_form, form_token
 
 ORIGIN = {"origin": "http://testserver"}
 KEY = {"x-api-key": API_KEY}
@@ -206,19 +206,6 @@ def app(mailing: Settings, make_client: Callable[..., TestClient]) -> TestClient
     return client
 
 
-def _form(token: str, username: str) -> dict[str, str]:
-    return {
-        "form_token": token,
-        "name": username.title(),
-        "username": username,
-        "email": f"{username}@example.org",
-        "org": "Analytical unit",
-        "reason": "I need to watch the drills.",
-        "group": "vid_public",
-        "website": "",
-    }
-
-
 def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
     started = time.monotonic()
     answer = call()
@@ -247,7 +234,9 @@ def _eventually(check: Callable[[], bool], within: float) -> bool:
 def _submit(client: TestClient, username: str) -> float:
     """Submit the public form and confirm it from the queued link; the longest of the two answers' times."""
     token = form_token(client)
-    answer, submitting = _timed(lambda: client.post("/request-access", data=_form(token, username), headers=ORIGIN))
+    answer, submitting = _timed(
+        lambda: client.post("/request-access", data=access_request_form(username, token), headers=ORIGIN)
+    )
     assert answer.status_code == 200 and "error" not in answer.text.lower(), answer.text
     link = _confirm_path(client, f"{username}@example.org")
     answer, confirming = _timed(lambda: client.post(link, headers=ORIGIN))
@@ -311,7 +300,9 @@ def test_three_strangers_at_once_are_all_answered_at_once_while_smtp_never_greet
     token = form_token(app)
 
     def stranger(username: str) -> tuple[int, float]:
-        answer, took = _timed(lambda: app.post("/request-access", data=_form(token, username), headers=ORIGIN))
+        answer, took = _timed(
+            lambda: app.post("/request-access", data=access_request_form(username, token), headers=ORIGIN)
+        )
         return answer.status_code, took
 
     with ThreadPoolExecutor(3) as pool:
@@ -332,7 +323,7 @@ def test_a_server_that_greets_then_trickles_costs_one_deadline_per_try(
     stand_in, inbox = smtp
     stand_in.switch("trickle")
     token = form_token(app)
-    answer, took = _timed(lambda: app.post("/request-access", data=_form(token, "ada"), headers=ORIGIN))
+    answer, took = _timed(lambda: app.post("/request-access", data=access_request_form("ada", token), headers=ORIGIN))
     assert answer.status_code == 200 and took < PROMPT
     # smtplib's own timeout applies per read, and every read gets a byte: only a total deadline ends the try.
     assert _eventually(lambda: "took longer than" in _outbox(app)[0]["last_error"], DEADLINE + 5), _outbox(app)
@@ -340,7 +331,7 @@ def test_a_server_that_greets_then_trickles_costs_one_deadline_per_try(
     assert row["sent_at"] is None and row["attempts"] == 1 and row["next_attempt_at"] > time.time()
 
     stand_in.switch("relay")  # the worker is free again: the next mail goes, and the waiting one with it
-    answer = app.post("/request-access", data=_form(token, "bob"), headers=ORIGIN)
+    answer = app.post("/request-access", data=access_request_form("bob", token), headers=ORIGIN)
     assert answer.status_code == 200
     assert _eventually(lambda: _delivered_once(app, inbox), SETTLE), _state(app, inbox)
     assert inbox.delivered() == [
@@ -358,7 +349,7 @@ def test_a_recipient_the_server_refuses_or_holds_does_not_hold_back_the_others(
     stand_in.hold.add("bob@example.org")
     token = form_token(app)
     for username in ("ada", "bob", "cleo"):
-        data = _form(token, username)
+        data = access_request_form(username, token)
         answer, took = _timed(lambda: app.post("/request-access", data=data, headers=ORIGIN))  # noqa: B023
         assert answer.status_code == 200 and took < PROMPT
 

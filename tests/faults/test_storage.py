@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import pytest
 
 from sidecar.processes import LoggedProcess, free_port, start_process, stop_process
 from sidecar.runtime import run_with_services
-from tests.helpers import API_KEY, bootstrapped_settings, callback_body, cheapen_bcrypt
+from tests.helpers import API_KEY, bootstrapped_settings, callback_body, cheapen_bcrypt, submit_access_request
 from tests.processes_fixtures import child_env
 
 pytestmark = pytest.mark.caddy  # real processes
@@ -190,26 +189,6 @@ class Viewer:
         self.http.close()
 
 
-def submit_form(url: str, username: str) -> httpx.Response:
-    """The public request-access form as a browser fills it in."""
-    with httpx.Client(base_url=url, timeout=15, headers=BROWSER) as browser:
-        form = browser.get("/request-access")
-        assert form.status_code == 200
-        found = re.search(r'name="form_token" value="([^"]+)"', form.text)
-        assert found, "the form page has no form_token"
-        data = {
-            "name": "Ada Lovelace",
-            "username": username,
-            "email": f"{username}@example.org",
-            "org": "Analytical unit",
-            "reason": "I need to watch the drills.",
-            "group": "vid_public",
-            "website": "",
-            "form_token": found.group(1),
-        }
-        return browser.post("/request-access", data=data, headers={"origin": url})
-
-
 def set_rule(url: str, pattern: str) -> httpx.Response:
     return httpx.put(f"{url}/api/v1/rules", json={"pattern": pattern, "groups": ["vid_public"]}, headers=KEY)
 
@@ -250,7 +229,7 @@ def assert_every_write_refused(url: str, viewer: Viewer, words: str, *, page_wor
     """Each kind of write answers 503 with the sentence and leaves nothing behind."""
     assert_json_503(viewer.playback_token(), words)
     assert_json_503(sign_in(url), words)
-    assert_page_503(submit_form(url, "ada"), page_words or words)
+    assert_page_503(submit_access_request(url, headers=BROWSER, username="ada"), page_words or words)
     assert_json_503(set_rule(url, "refused/**"), words)
     assert "refused/**" not in rules(url)
     assert "ada" not in requesters(url)
@@ -260,7 +239,7 @@ def assert_every_write_refused(url: str, viewer: Viewer, words: str, *, page_wor
 def assert_every_write_works(url: str, viewer: Viewer, form_user: str) -> None:
     assert viewer.playback_token().status_code == 200
     assert sign_in(url).status_code == 200
-    done = submit_form(url, form_user)
+    done = submit_access_request(url, headers=BROWSER, username=form_user)
     assert done.status_code == 200 and done.headers["content-type"].startswith("text/html"), done.text
     assert set_rule(url, f"{form_user}/**").status_code == 200
     assert f"{form_user}/**" in rules(url)
