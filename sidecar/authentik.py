@@ -390,7 +390,7 @@ class AuthentikClient:
         with outbound.deadline(self._timeout) as deadline:
             for delay in (*self._retry_backoff, None):
                 try:
-                    return _json(await self._send("GET", endpoint, params=params))
+                    return await _json(await self._send("GET", endpoint, params=params))
                 except _Retryable as error:
                     if delay is None or outbound.time_left(deadline) <= delay:
                         raise error.cause from error.__cause__
@@ -410,7 +410,7 @@ class AuthentikClient:
             response = await self._send(method, endpoint, params=params or {}, body=body)
         except _Retryable as error:
             raise error.cause from error.__cause__
-        return None if response.status_code == 204 or not response.content else _json(response)
+        return None if response.status_code == 204 or not response.content else await _json(response)
 
     async def _send(
         self,
@@ -504,8 +504,8 @@ def _field_errors(response: httpx.Response) -> dict[str, list[str]]:
     return errors
 
 
-def _json(response: httpx.Response) -> Any:
-    return jsonfields.parse(response, _unreadable)
+async def _json(response: httpx.Response) -> Any:
+    return await jsonfields.parse(response, _unreadable)
 
 
 def _unreadable() -> AuthentikError:

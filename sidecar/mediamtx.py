@@ -302,7 +302,7 @@ class MediaMTXClient:
             for delay in (*self._retry_backoff, None):
                 try:
                     response = await self._send("GET", endpoint, params=params)
-                    return _json(response)
+                    return await _json(response)
                 except _Retryable as error:
                     if delay is None or outbound.time_left(deadline) <= delay:
                         raise error.cause from error.__cause__
@@ -435,8 +435,8 @@ def _error_detail(response: httpx.Response) -> str:
     return " ".join(message.split())[:ERROR_MESSAGE_LIMIT]
 
 
-def _json(response: httpx.Response) -> Any:
-    return jsonfields.parse(response, _unreadable)
+async def _json(response: httpx.Response) -> Any:
+    return await jsonfields.parse(response, _unreadable)
 
 
 def _unreadable() -> MediaMTXError:
