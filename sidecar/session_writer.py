@@ -5,7 +5,9 @@ transaction, through a connection of their own (its commits do not look like con
 caches). Batches stay small, so writing one holds up the event loop for well under a millisecond; the expensive
 part of SQLite's write-ahead log, copying it into the database and syncing it to disk, runs on a thread of its own
 every CHECKPOINT_INTERVAL, outside the loop. Whoever is about to read the sessions (revocation, the runOnUnread
-hook, shutdown) calls `flush()` first, so nothing it needs is ever only in memory.
+hook, shutdown) calls `flush()` first, so nothing it needs is ever only in memory. Until a row is in the database it
+is also in this process's journal file (sidecar/session_journal.py), so a crash loses none: the next writer on the
+data dir takes over a dead process's journal.
 
 When the database cannot take a batch (a full disk, a lock held too long) the rows stay queued, in order, and the
 writer tries again on its own, RETRY_FIRST seconds later and doubling up to RETRY_MAX, writing a backlog CHUNK rows
@@ -18,6 +20,7 @@ most once a DROP_LOG_INTERVAL). `backlog`, `failing_since`, `last_error` and `dr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import sqlite3
@@ -25,6 +28,7 @@ import threading
 import time
 from pathlib import Path
 
+from sidecar.session_journal import SessionJournal
 from sidecar.store import SessionRow, Store
 
 log = logging.getLogger("sidecar.sessions")
@@ -55,6 +59,11 @@ class SessionWriter:
         self.dropped = 0  # rows dropped beyond MAX_PENDING since the start
         self._dropped_unreported = 0
         self._drop_reported_at = -math.inf
+        self._journal = SessionJournal(database.parent)
+        self._pending.extend(self._journal.adopt_orphans())
+        if self._pending:
+            with contextlib.suppress(Exception):  # held, logged by flush, and retried with the next rows
+                self.flush()
 
     @property
     def backlog(self) -> int:
@@ -62,6 +71,7 @@ class SessionWriter:
         return len(self._pending)
 
     def add(self, row: SessionRow) -> None:
+        self._journal.append([row])
         self._pending.append(row)
         if len(self._pending) > MAX_PENDING:
             self._drop(len(self._pending) - MAX_PENDING)
@@ -113,6 +123,8 @@ class SessionWriter:
             self._write_one_by_one(count)
         else:
             del self._pending[:count]
+        if not self._pending:
+            self._journal.written()
         if self._failures:
             log.warning(
                 "remembered MediaMTX sessions are written again after %d failed attempts since %s",
@@ -196,7 +208,14 @@ class SessionWriter:
         try:
             self.flush()
         except Exception as error:
-            log.error("%d remembered MediaMTX sessions could not be written before the stop: %s", self.backlog, error)
+            log.error(
+                "%d remembered MediaMTX sessions could not be written before the stop (kept in %s for the next start): "
+                "%s",
+                self.backlog,
+                self._journal.path,
+                error,
+            )
+        self._journal.close()
         self._closed = True
         self._stop.set()
         if self._checkpointer is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ from sidecar.processes import LoggedProcess
 from sidecar.settings import Settings
 from sidecar.store import Store
 from tests.faults.crash_points import killing_env
-from tests.helpers import ADMIN_PASSWORD, API_KEY, submit_access_request
+from tests.helpers import ADMIN_PASSWORD, API_KEY, callback_body, submit_access_request
 from tests.processes_fixtures import Launch, child_env, free_port
 
 SECRET = "s" * 43  # the shape of a real link secret (token_urlsafe(32))
@@ -137,3 +138,36 @@ def test_an_approval_killed_after_the_account_was_created_is_finished_by_its_ret
         assert [row["username"] for row in store.list_users("dana", 10, 0)[1]] == ["dana"]
     finally:
         store.close()
+
+
+def test_a_session_let_in_just_before_a_crash_is_remembered_after_it(launch: Launch, tmp_path: Path) -> None:
+    """The sidecar answers MediaMTX's callback at once and writes the session it let in a moment later, in a batch;
+    killed in that moment, it must still know the session after a restart, or revoking the viewer could not kick it."""
+    data_dir = tmp_path / "data"
+    prepare(data_dir)
+    arm = tmp_path / "armed"
+    env = killing_env(
+        sidecar_env(data_dir), tmp_path / "site", "sidecar.session_writer:SessionWriter._flush_logged", arm
+    )
+    url, proc = serve(launch, "crash-session-batch", env)
+    with httpx.Client(base_url=url, timeout=30) as admin:
+        assert admin.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}).status_code == 200
+        csrf = admin.get("/api/v1/me").json()["csrf_token"]
+        answer = admin.post(
+            "/api/v1/streams/token", json={"path": "live/cam1"}, headers={"origin": url, "x-csrf-token": csrf}
+        )
+        assert answer.status_code == 200, answer.text
+        token = answer.json()["token"]
+    session = str(uuid.uuid4())
+    arm.touch()
+    allowed = httpx.post(f"{url}/mediamtx/auth", json=callback_body(token=token, id=session), timeout=30)
+    assert allowed.status_code == 200, allowed.text  # answered before the batch that dies
+    assert proc.wait(timeout=30) == -9, proc.output_tail()
+
+    serve(launch, "after-crash-session-batch", sidecar_env(data_dir))  # takes over what the dead one kept
+    store = Store(Settings(_env_file=None, data_dir=data_dir).database_path)  # type: ignore[call-arg]
+    try:
+        assert [row["id"] for row in store.media_sessions("admin")] == [session]
+    finally:
+        store.close()
+    assert not list(data_dir.glob("sessions-*.journal"))[1:], "one journal at most: the live server's own"
