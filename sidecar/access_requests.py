@@ -27,6 +27,9 @@ from sidecar.users import Recovery, UserAdmin
 
 RATE_PER_IP = "5/hour"
 STALE_APPROVAL_SECONDS = 300  # an approval still "approving" after this was interrupted
+# This server process: an approval another process began and never finished was interrupted by its stop (one server
+# per data dir), so it may be taken up again at once.
+INSTANCE = secrets.token_hex(8)
 # Confirmation mails an address gets an hour, whoever typed it in, and for one username at that address: enough that
 # a stranger with one address (5 submissions an hour) cannot use up the address's share, few enough not to flood it.
 CONFIRM_MAILS_PER_HOUR = 10
@@ -349,9 +352,12 @@ class AccessRequests:
         if not isinstance(groups, list) or not all(isinstance(group, str) for group in groups):
             raise BadRequest("groups must be a list of group names", field="groups")
         row = self._get(request_id)
-        if row["status"] == "approving" and (row["decided_at"] or 0) < self.clock() - STALE_APPROVAL_SECONDS:
-            # An approval that never finished (the process stopped half-way) may be taken up again; the
-            # user_created mark keeps the retry from creating the account twice.
+        interrupted = row["approving_instance"] != INSTANCE
+        if row["status"] == "approving" and (
+            interrupted or (row["decided_at"] or 0) < self.clock() - STALE_APPROVAL_SECONDS
+        ):
+            # An approval that never finished (the process stopped half-way) may be taken up again; the claim
+            # below lets the retry adopt the account it may have created.
             with self.store.transaction() as db:
                 self.store.move_access_request(db, request_id, "approving", "pending")
             row = self._get(request_id)
@@ -367,7 +373,7 @@ class AccessRequests:
                 raise Conflict("this request is not pending (already decided or being approved)")
             # The account is created carrying this secret claim: a retry adopts the account its own interrupted
             # attempt created (a late answer, a crash before the mark below), and refuses anyone else's.
-            self.store.set_request_claim(db, request_id, secrets.token_urlsafe(24))
+            self.store.set_request_claim(db, request_id, secrets.token_urlsafe(24), INSTANCE)
         claim = self._get(request_id)["claim"]
         directory = self.users.directory
         try:

@@ -191,6 +191,10 @@ SCHEMA = [
     ALTER TABLE access_requests ADD COLUMN claim TEXT NOT NULL DEFAULT '';
     ALTER TABLE users ADD COLUMN created_for TEXT NOT NULL DEFAULT '';
     """,
+    # Which running server is approving a request: one that is no longer running cannot finish it.
+    """
+    ALTER TABLE access_requests ADD COLUMN approving_instance TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 
@@ -766,8 +770,13 @@ class Store:
         )
         return [str(row[0]) for row in self._read(sql, tuple(admin_groups))]
 
-    def set_request_claim(self, db: sqlite3.Connection, request_id: int, claim: str) -> None:
-        db.execute("UPDATE access_requests SET claim = ? WHERE id = ? AND claim = ''", (claim, request_id))
+    def set_request_claim(self, db: sqlite3.Connection, request_id: int, claim: str, instance: str) -> None:
+        """The approval's claim (set once, kept by every retry) and the server now approving it."""
+        db.execute(
+            "UPDATE access_requests SET claim = CASE claim WHEN '' THEN ? ELSE claim END, approving_instance = ? "
+            "WHERE id = ?",
+            (claim, instance, request_id),
+        )
 
     def mark_user_created(self, db: sqlite3.Connection, request_id: int) -> None:
         """The directory account of this request exists: a retried approval must not create it again."""

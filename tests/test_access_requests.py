@@ -18,6 +18,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from limits import parse
 from starlette.testclient import TestClient
 
+from sidecar import access_requests as access_requests_module
 from sidecar.processes import free_port
 from sidecar.runtime import Services
 from sidecar.settings import Settings
@@ -544,13 +545,28 @@ def test_an_approval_in_progress_is_not_taken_over(app_client: TestClient) -> No
     _submit(app_client)
     [pending] = _pending(app_client)
     svc = _services(app_client)
-    with svc.store.transaction() as db:
+    with svc.store.transaction() as db:  # this server is approving it right now
         db.execute(
-            "UPDATE access_requests SET status = 'approving', decided_at = ? WHERE id = ?", (time.time(), pending["id"])
+            "UPDATE access_requests SET status = 'approving', decided_at = ?, approving_instance = ? WHERE id = ?",
+            (time.time(), access_requests_module.INSTANCE, pending["id"]),
         )
     answer = _approve(app_client, pending["id"], ["vid_public"], login(app_client))
     assert answer.status_code == 409
     assert svc.store.get_user("ada") is None
+
+
+def test_an_approval_a_stopped_server_began_is_taken_up_at_once(app_client: TestClient) -> None:
+    _submit(app_client)
+    [pending] = _pending(app_client)
+    svc = _services(app_client)
+    with svc.store.transaction() as db:  # begun a moment ago by a server that has since stopped
+        db.execute(
+            "UPDATE access_requests SET status = 'approving', decided_at = ?, approving_instance = 'gone' WHERE id = ?",
+            (time.time(), pending["id"]),
+        )
+    answer = _approve(app_client, pending["id"], ["vid_public"], login(app_client))
+    assert answer.status_code == 200, answer.text
+    assert svc.store.user_groups("ada") == ["vid_public"]
 
 
 def test_without_a_public_url_no_confirmation_is_mailed_and_requests_reach_admins_unconfirmed(
