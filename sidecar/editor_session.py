@@ -20,6 +20,7 @@ log = logging.getLogger("sidecar.editor")
 
 EDITOR_COOKIE = "session"
 LOGIN_PATH = "/login"
+DEFAULT_SIGN_IN_SECONDS = 5.0  # without a connect timeout of the caller's
 
 
 class EditorSignInFailed(Exception):
@@ -63,8 +64,13 @@ class EditorSession:
         # Built directly, so no cookie from the client's jar goes along; redirects are not followed: the cookie
         # is taken from the login answer itself.
         request = httpx.Request("POST", self._login_url, data=form, extensions={"timeout": self._timeout.as_dict()})
-        response = await http.send(request, follow_redirects=False)
-        await response.aclose()
+        deadline = self._timeout.connect or DEFAULT_SIGN_IN_SECONDS
+        try:
+            async with asyncio.timeout(deadline):  # the whole sign-in, however slowly the editor answers
+                response = await http.send(request, follow_redirects=False)
+                await response.aclose()
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"the editor did not answer the sign-in within {deadline:g} s") from None
         cookie = _session_cookie(response)
         # A refused login re-renders the form, or redirects back to it (Flask may still set a cookie then, for a
         # flashed message); only a redirect elsewhere with a session cookie is a signed-in session.

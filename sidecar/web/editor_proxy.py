@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -61,8 +61,25 @@ BODY_DESCRIBING = frozenset(
 )
 # Pages are buffered to insert the overlay; anything announcing more than this passes through untouched.
 MAX_PAGE_BYTES = 16 * 1024 * 1024
-# Some editor actions (service restart, updates) take a while; only connecting to it should fail fast.
-READ_TIMEOUT_SECONDS = 300.0
+# How long the editor may take to start answering (and then between two pieces of its answer). Its ordinary actions
+# finish within its own limits, the longest a service restart (systemctl within 10 s, then a 3 s pause); the few
+# that run a long job get the editor's own limit for it and a margin. Anything else that waits longer is hung.
+ORDINARY_WAIT_SECONDS = 15.0
+SLOW_ACTIONS = (
+    ("/api/test/optimize/", 960.0),  # ffmpeg, limited to 900 s by the editor
+    ("/api/recordings/convert-mp4/", 330.0),  # ffmpeg, limited to 300 s
+    ("/api/mediamtx/version/upgrade", 90.0),  # a download limited to 60 s
+    ("/api/mediamtx/version/rollback", 90.0),
+    ("/api/update/apply", 90.0),
+)
+
+
+def editor_wait(path: str, upstream_timeout: float) -> float:
+    """Seconds the editor has to start answering a request for `path`."""
+    slow = next((seconds for prefix, seconds in SLOW_ACTIONS if path.startswith(prefix)), 0.0)
+    return max(upstream_timeout, ORDINARY_WAIT_SECONDS, slow)
+
+
 # Reading the editor is audited once per person in this window; every change is audited.
 VIEW_AUDIT_SECONDS = 1800.0
 MAX_VIEW_AUDIT_KEYS = 4096
@@ -118,7 +135,8 @@ async def proxy(request: Request) -> Response:
             return replaced
     _audit(request, who)
     editor_url = svc.settings.editor_url or ""
-    timeout = httpx.Timeout(svc.settings.upstream_timeout, read=READ_TIMEOUT_SECONDS, write=READ_TIMEOUT_SECONDS)
+    wait = editor_wait(request.url.path, svc.settings.upstream_timeout)
+    timeout = httpx.Timeout(svc.settings.upstream_timeout, read=wait, write=wait)
     body: bytes | AsyncIterator[bytes] | None = _body(request)
     if body is not None and _small_body(request):
         body = await request.body()  # read already; with the bridge, kept to repeat after signing in again
@@ -138,7 +156,7 @@ async def proxy(request: Request) -> Response:
 
     try:
         editor_cookie = await bridge.cookie(svc.upstreams.editor) if bridge is not None else None
-        upstream = await svc.upstreams.editor.send(build(editor_cookie), stream=True)
+        upstream = await _headers_within(wait, svc.upstreams.editor.send(build(editor_cookie), stream=True))
         if bridge is not None and editor_cookie is not None and _session_lost(upstream):
             if isinstance(body, AsyncIterator):
                 # A streamed body is gone; the browser gets the editor's answer, the next request a new session.
@@ -146,7 +164,7 @@ async def proxy(request: Request) -> Response:
             else:
                 await upstream.aclose()
                 editor_cookie = await bridge.renew(svc.upstreams.editor, stale=editor_cookie)
-                upstream = await svc.upstreams.editor.send(build(editor_cookie), stream=True)
+                upstream = await _headers_within(wait, svc.upstreams.editor.send(build(editor_cookie), stream=True))
                 if _sent_to_login(upstream):
                     # Signed in, yet refused at once: never send the browser round the login page in circles.
                     await upstream.aclose()
@@ -169,6 +187,15 @@ async def proxy(request: Request) -> Response:
         await upstream.aclose()
         log.warning("editor answer unreadable: %s", type(error).__name__)
         return _unreachable(request)
+
+
+async def _headers_within(seconds: float, sending: Awaitable[httpx.Response]) -> httpx.Response:
+    """The editor's answer (its status and headers) within `seconds` in all, however slowly it trickles them."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await sending
+    except TimeoutError:
+        raise httpx.ReadTimeout(f"the editor did not start answering within {seconds:g} s") from None
 
 
 def _bridge(request: Request) -> EditorSession | None:
