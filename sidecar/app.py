@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Match, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from sidecar.admin_gate import AdminGate
 from sidecar.first_admin import never_had_admin
 from sidecar.runtime import build_services
 from sidecar.settings import Settings
@@ -124,6 +125,8 @@ def create_app(
             Middleware(ControlCharacters),
             Middleware(BodyLimit, limit=MAX_BODY_BYTES, limit_for=body_limit),
             Middleware(Timing),
+            # Innermost: a write's body is read whole before it queues, and its time in the queue is timed.
+            Middleware(AdminGate),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

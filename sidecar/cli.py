@@ -58,6 +58,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             log_config=None,
             server_header=False,
             access_log=False,
+            # The HTTP parser the request-smuggling tests (tests/security/) hold to; the event loop is uvloop.
+            http="h11",
         )
     except SystemExit:  # uvicorn's way of saying the start failed
         failure = getattr(app.state, "startup_failure", None)

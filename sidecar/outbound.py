@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from sidecar.admin_gate import released
+
 MAX_ANSWER_BYTES = 8 * 1024 * 1024  # far above any page of users, groups, paths or sessions these APIs return
 DEFAULT_TOTAL_SECONDS = 30.0  # when a client comes without any timeout of its own
 # Per upstream: a hung upstream holds at most this many connections (and file descriptors) of the sidecar, and
@@ -109,7 +111,8 @@ async def fetch(
             timeout=httpx.Timeout(max(time_left(at), 0.001)),
         )
         try:
-            async with asyncio.timeout_at(at):
+            # An admin write waiting here lets the next one run (sidecar/admin_gate.py).
+            async with released(), asyncio.timeout_at(at):
                 response = await http.send(
                     request, auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth, stream=True
                 )
