@@ -9,8 +9,11 @@ the kick, or confirms the session gone (404 for the kick, absent from its sessio
 
 Re-checks stay off the event loop's back: changes arriving together are coalesced into one round (at most one round
 runs at a time; everything asked for meanwhile goes into the next one); a round reads the remembered sessions in
-batches on a worker thread through a SQLite connection of its own and decides them on the loop in slices of a few
-milliseconds, with each user's groups and each decision looked up once. Remembered sessions MediaMTX no longer lists
+batches on a worker thread through a SQLite connection of its own and decides them on the loop in slices of about a
+millisecond, with each user's groups and each decision looked up once. While changes keep coming (admins writing in
+bulk), a round starts at the earliest as long after the previous one ended as that one took (at most ROUND_REST_MAX):
+a steady stream of changes then costs the loop at most about half its time in re-checks, not all of it, and a
+session losing access is still kicked within a round and a rest. Remembered sessions MediaMTX no longer lists
 are forgotten as the round passes them. When MediaMTX's list cannot be had (no API configured, or it fails),
 sessions with no auth callback for SESSION_MAX_AGE (a day) are forgotten instead, so the table cannot grow without
 bound; a pending kick is never dropped that way while MediaMTX's API is configured.
@@ -40,6 +43,7 @@ from sidecar.mediamtx import (
     MediaMTXUnauthorized,
     SessionKind,
 )
+from sidecar.policy import Matcher
 from sidecar.publishers import Publishers
 from sidecar.rules import RuleBook
 from sidecar.session_writer import SessionWriter
@@ -50,13 +54,18 @@ log = logging.getLogger("sidecar.revocation")
 # MediaMTX lists a session only after its auth callback was answered, so younger rows are never taken for gone.
 PRUNE_GRACE = 60.0
 PRUNE_INTERVAL = 600.0  # seconds between sweeps of remembered sessions MediaMTX no longer has
+# Seconds between two re-checks of every remembered session: what changed outside the sidecar (a membership in
+# Authentik itself, a CLI beside the server) is acted on within this time, rule changes or not.
+RECHECK_INTERVAL = 60.0
+OUTSIDE_CHANGES = "the periodic re-check (changes made outside the sidecar)"
 # Without MediaMTX's session list, a remembered session with no auth callback for this long is forgotten.
 SESSION_MAX_AGE = 24 * 3600.0
 KICK_RETRY_FIRST = 2.0  # seconds before a failed kick is tried again; doubles with each failure ...
 KICK_RETRY_MAX = 60.0  # ... up to this; also the longest the housekeeping loop sleeps while kicks wait
 KICK_RETRY_BATCH = 200  # pending kicks tried per pass (the loop comes straight back while more are due)
 READ_BATCH = 2000  # remembered sessions read per trip to the worker thread
-LOOP_SLICE = 0.005  # seconds a re-check may run on the loop before letting everything else have a turn
+LOOP_SLICE = 0.001  # seconds a re-check may run on the loop before letting everything else have a turn
+ROUND_REST_MAX = 0.25  # the longest pause between two rounds while changes keep coming
 USERNAMES_PER_QUERY = 500
 
 # The callback's `protocol` names the family; the encrypted variant lives in its own MediaMTX list.
@@ -139,6 +148,9 @@ class Revoker:
         # Re-checks asked for and not begun: subject (None: everyone) -> reasons, in order.
         self._requests: dict[str | None, dict[str, None]] = {}
         self._draining = False
+        self._changed_patterns: set[str] = set()  # rules changed since the last round began
+        self._reader: sqlite3.Connection | None = None  # the rounds' own connection to the remembered sessions
+        self._every_path = False  # something changed that may touch any path
         self._lock = asyncio.Lock()  # one round or retry pass at a time, so no session is kicked twice at once
         self._wake = asyncio.Event()  # a kick started waiting: the housekeeping loop looks at its schedule again
         self._slice_ends = 0.0
@@ -149,7 +161,14 @@ class Revoker:
         self.tokens.revoke(username, time.time())
         self._spawn(username, reason)
 
-    def rules_changed(self, reason: str) -> None:
+    def rules_changed(self, reason: str, pattern: str | None = None) -> None:
+        """Re-check everyone's sessions; with `pattern` (the rule that changed), only those on paths it could match
+        (in any case): a rule that cannot match a path cannot change its decision. Changes made outside the sidecar
+        (in Authentik itself, or by another process) are caught by the periodic full re-check instead."""
+        if pattern is None:
+            self._every_path = True
+        else:
+            self._changed_patterns.add(pattern)
         self._spawn(None, reason)
 
     def publisher_revoked(self, name: str, reason: str) -> None:
@@ -170,10 +189,16 @@ class Revoker:
         try:
             while self._requests:
                 requests, self._requests = self._requests, {}
+                patterns, self._changed_patterns = self._changed_patterns, set()
+                every_path, self._every_path = self._every_path or not patterns, False
+                paths = None if every_path else Matcher(dict.fromkeys(patterns, ()))
+                started = time.monotonic()
                 try:
-                    await self._round({name: tuple(reasons) for name, reasons in requests.items()})
+                    await self._round({name: tuple(reasons) for name, reasons in requests.items()}, paths)
                 except Exception:
                     log.exception("a background re-check failed")
+                if self._requests:  # more came meanwhile: let them gather while everything else has the loop
+                    await asyncio.sleep(min(ROUND_REST_MAX, time.monotonic() - started))
         finally:
             self._draining = False
 
@@ -200,6 +225,12 @@ class Revoker:
         """Wait for background re-checks (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def close(self) -> None:
+        """After `idle()`: the rounds' connection goes."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     # -- sweeping --------------------------------------------------------------------------------------------------
 
@@ -228,10 +259,17 @@ class Revoker:
         finally:
             reader.close()
 
-    async def prune_every(self, seconds: float = PRUNE_INTERVAL) -> None:
+    def recheck_everything(self) -> None:
+        """Ask for a re-check of every remembered session on every path (the periodic one)."""
+        self._every_path = True
+        self._spawn(None, OUTSIDE_CHANGES)
+
+    async def prune_every(self, seconds: float = PRUNE_INTERVAL, recheck: float = RECHECK_INTERVAL) -> None:
         """The server's housekeeping loop: kicks that wait for MediaMTX are tried at once (at start-up) and then as
-        their backoff comes due; remembered sessions MediaMTX no longer has are swept every `seconds`."""
+        their backoff comes due; remembered sessions MediaMTX no longer has are swept every `seconds`; every
+        remembered session is re-checked every `recheck` seconds."""
         sweep_at = time.monotonic() + seconds
+        recheck_at = time.monotonic() + recheck
         early = True  # at start-up every kick that waits is tried, whatever its backoff
         while True:
             self._wake.clear()
@@ -248,7 +286,11 @@ class Revoker:
                 except Exception:  # a sweep that fails is tried again at the next interval
                     log.exception("sweeping remembered sessions failed")
                 sweep_at = time.monotonic() + seconds
-            wait = min(sweep_at - time.monotonic(), KICK_RETRY_MAX if due_in is None else due_in)
+            if time.monotonic() >= recheck_at:
+                self.recheck_everything()
+                recheck_at = time.monotonic() + recheck
+            due = min(sweep_at, recheck_at) - time.monotonic()
+            wait = min(due, KICK_RETRY_MAX if due_in is None else due_in)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, wait))
 
@@ -258,7 +300,9 @@ class Revoker:
         """Re-decide the remembered sessions of `username` (everyone's for None) now, and kick the denied ones."""
         return await self._round({username: (reason,)})
 
-    async def _round(self, requests: Mapping[str | None, tuple[str, ...]]) -> list[Kick]:
+    async def _round(self, requests: Mapping[str | None, tuple[str, ...]], paths: Matcher | None = None) -> list[Kick]:
+        """`paths`: when only rules changed, the sessions of people not named in `requests` are re-decided only on
+        paths these patterns could match (None: every path)."""
         async with self._lock:
             self._write_remembered()
             live, unlisted = await self._live_sessions()
@@ -274,7 +318,9 @@ class Revoker:
             waiting: list[sqlite3.Row] = []  # kicks of the named subjects still waiting for MediaMTX: tried now
             now = time.time()
             kicks_possible = self.mediamtx is not None
-            reader = await asyncio.to_thread(self.store.session_reader)
+            if self._reader is None:  # one connection for every round (they run one at a time): opening costs more
+                self._reader = await asyncio.to_thread(self.store.session_reader)
+            reader = self._reader
             try:
                 for chunk in [None] if everyone else _chunks(names, USERNAMES_PER_QUERY):
                     async for rows in _pages(reader, chunk):
@@ -286,6 +332,12 @@ class Revoker:
                             elif row["kick_reason"] is not None:
                                 if row["username"] in requests:
                                     waiting.append(row)
+                            elif (
+                                paths is not None
+                                and row["username"] not in requests
+                                and paths.match_ignoring_case(row["path"]) is None
+                            ):
+                                continue  # no changed rule can match this path: its decision stands
                             elif not await self._allowed(row, groups_now, decided):
                                 reasons = requests.get(row["username"]) or ()
                                 kick, attempt = await self._kick(row, "; ".join(reasons) or for_everyone, blocked)
@@ -294,8 +346,10 @@ class Revoker:
                                 kicks.append(kick)
                         if stale:
                             await asyncio.to_thread(Store.forget_sessions_in, reader, stale)
-            finally:
+            except sqlite3.Error:
+                self._reader = None  # a fresh connection next round
                 await asyncio.to_thread(reader.close)
+                raise
             if waiting:
                 await self._retry(waiting)
             return kicks

@@ -132,6 +132,7 @@ class Services:
 
     async def aclose(self) -> None:
         await self.revoker.idle()
+        self.revoker.close()
         self.media_auth.sessions.close()
         await self.upstreams.aclose()
         self.store.close()

@@ -195,6 +195,10 @@ SCHEMA = [
     """
     ALTER TABLE access_requests ADD COLUMN approving_instance TEXT NOT NULL DEFAULT '';
     """,
+    # A group's members counted without reading everyone's (a rule or membership change looks its group up).
+    """
+    CREATE INDEX memberships_group ON memberships(group_name);
+    """,
 ]
 
 
@@ -376,6 +380,14 @@ class Store:
             "GROUP BY g.name ORDER BY g.name"
         )
         return [(row[0], int(row[1])) for row in rows]
+
+    def group_member_count(self, name: str) -> int | None:
+        """How many members the group has; None when there is no such group (exact name)."""
+        rows = self._read(
+            "SELECT (SELECT COUNT(*) FROM memberships WHERE group_name = g.name) FROM groups g WHERE g.name = ?",
+            (name,),
+        )
+        return int(rows[0][0]) if rows else None
 
     def group_exists(self, name: str) -> bool:
         return bool(self._read("SELECT 1 FROM groups WHERE name = ?", (name,)))

@@ -497,3 +497,42 @@ def test_rule_with_many_double_star_segments_does_not_let_a_long_path_stall_matc
         subprocess.run([sys.executable, "-c", _STALL_SCRIPT], check=True, timeout=3, cwd=Path(__file__).parent.parent)
     except subprocess.TimeoutExpired:
         pytest.fail("matching one 511-character path took more than 3 s")
+
+
+def test_changing_rules_in_place_matches_building_anew() -> None:
+    """`Matcher.replace` (how the server follows its own rule changes) must leave the same decisions a matcher
+    built from scratch from the same rules would give, for exact, case-folded and ambiguous lookups."""
+    import random
+
+    chooser = random.Random(20261201)
+    segments = ["live", "Live", "cam1", "CAM1", "*", "**", "cam*", "private", "a"]
+    patterns = sorted({"/".join(chooser.choice(segments) for _ in range(chooser.randint(1, 3))) for _ in range(300)})
+    patterns = [p for p in patterns if not p.startswith("**/**")]
+    valid = []
+    for pattern in patterns:
+        try:
+            Matcher({pattern: ["vid_public"]})
+        except InvalidPattern:
+            continue
+        valid.append(pattern)
+    paths = [
+        "/".join(chooser.choice(["live", "LIVE", "cam1", "Cam1", "x", "private"]) for _ in range(n))
+        for n in (1, 2, 3, 4)
+        for _ in range(15)
+    ]
+    rules: dict[str, list[str]] = {}
+    patched = Matcher(rules)
+    for _ in range(150):
+        pattern = chooser.choice(valid)
+        if pattern in rules and chooser.random() < 0.4:
+            del rules[pattern]
+            patched.replace(pattern, None)
+        else:
+            rules[pattern] = [chooser.choice(["vid_public", "vid_private"])]
+            patched.replace(pattern, rules[pattern])
+        fresh = Matcher(rules)
+        for path in paths:
+            assert patched.match(path) == fresh.match(path), (path, rules)
+            assert patched.match_ignoring_case(path) == fresh.match_ignoring_case(path), (path, rules)
+            rule = fresh.match(path)
+            assert patched.case_ambiguous(path, rule) == fresh.case_ambiguous(path, rule), (path, rules)

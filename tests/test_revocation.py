@@ -20,7 +20,7 @@ import pytest
 from sidecar import revocation as revocation_module
 from sidecar.revocation import pending_work
 from sidecar.settings import Settings
-from sidecar.store import AuditEvent
+from sidecar.store import AuditEvent, Store
 from tests.fake_mediamtx import FakeMediaMTX
 from tests.helpers import API_KEY
 from tests.mediamtx_env import KEY, MediaMTXEnv, open_mediamtx_env
@@ -452,6 +452,62 @@ def test_a_rule_change_re_decides_only_what_may_still_be_playing(env: Env, monke
     assert env.kicked() == keys(live)
     assert not set(stale) & env.remembered()
     assert [event.detail["session"] for event in env.kick_events()] == [live.id]
+
+
+def test_a_rule_change_re_decides_only_the_paths_its_pattern_could_match(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = env.play("bob", "live/cam1", "rtsp")
+    env.wait_until_remembered(live)
+    looked_up: list[str] = []
+    directory = env.services.revoker.directory
+    original = directory.get_user
+
+    async def counted(username: str) -> Any:
+        looked_up.append(username)
+        return await original(username)
+
+    monkeypatch.setattr(directory, "get_user", counted)
+    elsewhere = {"pattern": "elsewhere/**", "groups": ["vid_private"]}
+    assert env.client.put("/api/v1/rules", json=elsewhere, headers=KEY).status_code == 200
+    env.settle()
+    assert looked_up == [] and env.kicked() == set()  # nothing on elsewhere/ plays: nobody to re-decide
+    # A pattern matching the path only in another case still makes it ambiguous, which denies: re-decided, kicked.
+    other_case = {"pattern": "LIVE/cam1", "groups": ["vid_private"]}
+    assert env.client.put("/api/v1/rules", json=other_case, headers=KEY).status_code == 200
+    env.settle()
+    assert looked_up == ["bob"]
+    assert env.kicked() == keys(live)
+
+
+def test_the_periodic_re_check_acts_on_a_change_made_outside_the_sidecar(env: Env) -> None:
+    live = env.play("bob", "live/cam1", "rtsp")
+    env.wait_until_remembered(live)
+    elsewhere = Store(env.services.store.path)  # another process on the same database: the sidecar is not told
+    try:
+        with elsewhere.transaction() as db:
+            assert elsewhere.set_active(db, "bob", False)
+    finally:
+        elsewhere.close()
+    assert env.kicked() == set()
+    env.client.portal.call(env.services.revoker.recheck_everything)
+    env.settle()
+    assert env.kicked() == keys(live)
+    (event,) = env.kick_events()
+    assert event.detail["reason"] == revocation_module.OUTSIDE_CHANGES
+
+
+def test_the_housekeeping_loop_re_checks_everything_on_its_own(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[float] = []
+    monkeypatch.setattr(revocation_module.Revoker, "recheck_everything", lambda self: asked.append(time.monotonic()))
+
+    async def run_briefly() -> None:
+        task = asyncio.ensure_future(env.services.revoker.prune_every(3600.0, recheck=0.01))
+        await asyncio.sleep(0.2)
+        task.cancel()
+
+    env.client.portal.call(run_briefly)
+    assert len(asked) >= 2
 
 
 def test_the_server_sweeps_remembered_sessions_on_a_timer(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -49,7 +49,8 @@ class LocalDirectory(Directory):
         return [Group(name, count) for name, count in self.store.list_groups()]
 
     async def get_group(self, name: str) -> Group | None:
-        return next((group for group in await self.list_groups() if group.name == name), None)
+        count = self.store.group_member_count(name)
+        return None if count is None else Group(name, count)
 
     async def create_group(self, name: str) -> bool:
         with self.store.transaction() as db:

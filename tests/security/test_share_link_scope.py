@@ -245,8 +245,8 @@ def test_a_link_whose_creator_was_only_removed_from_a_group_plays_again_when_the
 @pytest.mark.parametrize("how", ["removed", "deactivated"])
 def test_a_change_made_in_the_local_store_behind_the_sidecars_back_stops_the_link(env: Env, how: str) -> None:
     """The change another process (the CLI, a script on the same database) makes: the sidecar is not told. New
-    tokens stop at once (local mode reads its directory on every request), and the next re-check the sidecar runs
-    (here: an unrelated rule change) kicks what the link is playing."""
+    tokens stop at once (local mode reads its directory on every request), and the periodic re-check of every
+    remembered session kicks what the link is playing."""
     link = env.share("carol", PRIVATE)
     token, session = env.start_session(link["url"], PRIVATE)
     elsewhere = Store(env.settings.database_path)
@@ -263,8 +263,7 @@ def test_a_change_made_in_the_local_store_behind_the_sidecars_back_stops_the_lin
     assert env.link_token(link["url"]).status_code == 404
     assert ("rtspsessions", session) not in env.fake.kicked
 
-    rule = {"pattern": "elsewhere/*", "groups": ["vid_public"]}
-    assert env.client.put("/api/v1/rules", json=rule, headers=KEY).status_code == 200
+    env.client.portal.call(env.services.revoker.recheck_everything)  # the periodic re-check
     env.settle()
     assert ("rtspsessions", session) in env.fake.kicked
     assert env.page(link["url"]) == 404
@@ -540,9 +539,8 @@ def test_authentik_link_stops_once_a_change_made_in_authentik_itself_is_read(sso
     sso.cache_expired()
     assert sso.client.get(link["url"], headers={"accept": "text/html"}).status_code == 404
     assert sso.link_token(link["url"]).status_code == 404
-    # The next re-check the sidecar runs (an unrelated rule change) kicks what the link plays.
-    rule = {"pattern": "elsewhere/*", "groups": ["vid_public"]}
-    assert sso.client.put("/api/v1/rules", json=rule, headers=KEY).status_code == 200
+    # The periodic re-check of every remembered session kicks what the link plays.
+    sso.client.portal.call(sso.services.revoker.recheck_everything)
     sso.settle()
     assert ("rtspsessions", session) in sso.fake.kicked
 
