@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SITECUSTOMIZE = '''
+SITECUSTOMIZE = """
 import importlib
 import os
 import signal
@@ -37,7 +37,7 @@ def _arm() -> None:
 
 
 _arm()
-'''
+"""
 
 
 def killing_env(env: dict[str, str], where: Path, kill_at: str, arm_file: Path) -> dict[str, str]:
