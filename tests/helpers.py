@@ -126,3 +126,16 @@ def submit_access_request(
     with httpx.Client(base_url=url, timeout=15, headers=headers) as browser:
         data = access_request_form(username, form_token(browser), **fields)
         return browser.post("/request-access", data=data, headers={"origin": url})
+
+
+def count_lookups(monkeypatch: pytest.MonkeyPatch, directory: Any) -> list[str]:
+    """The usernames `directory.get_user` is asked for from now on, in order (the lookups still happen)."""
+    looked_up: list[str] = []
+    original = directory.get_user
+
+    async def counted(username: str) -> Any:
+        looked_up.append(username)
+        return await original(username)
+
+    monkeypatch.setattr(directory, "get_user", counted)
+    return looked_up

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +21,7 @@ from sidecar.revocation import pending_work
 from sidecar.settings import Settings
 from sidecar.store import AuditEvent, Store
 from tests.fake_mediamtx import FakeMediaMTX
-from tests.helpers import API_KEY
+from tests.helpers import API_KEY, count_lookups
 from tests.mediamtx_env import KEY, MediaMTXEnv, open_mediamtx_env
 
 pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
@@ -436,15 +435,7 @@ def test_a_rule_change_re_decides_only_what_may_still_be_playing(env: Env, monke
     stale = [remember_old(env, f"ghost{n}", revocation_module.PRUNE_GRACE + 60) for n in range(5)]
     live = env.play("bob", "live/cam1", "rtsp")
     env.wait_until_remembered(live)
-    looked_up: list[str] = []
-    directory = env.services.revoker.directory
-    original = directory.get_user
-
-    async def counted(username: str) -> Any:
-        looked_up.append(username)
-        return await original(username)
-
-    monkeypatch.setattr(directory, "get_user", counted)
+    looked_up = count_lookups(monkeypatch, env.services.revoker.directory)
     rule = {"pattern": "live/**", "groups": ["vid_private"]}
     assert env.client.put("/api/v1/rules", json=rule, headers=KEY).status_code == 200
     env.settle()
@@ -459,15 +450,7 @@ def test_a_rule_change_re_decides_only_the_paths_its_pattern_could_match(
 ) -> None:
     live = env.play("bob", "live/cam1", "rtsp")
     env.wait_until_remembered(live)
-    looked_up: list[str] = []
-    directory = env.services.revoker.directory
-    original = directory.get_user
-
-    async def counted(username: str) -> Any:
-        looked_up.append(username)
-        return await original(username)
-
-    monkeypatch.setattr(directory, "get_user", counted)
+    looked_up = count_lookups(monkeypatch, env.services.revoker.directory)
     elsewhere = {"pattern": "elsewhere/**", "groups": ["vid_private"]}
     assert env.client.put("/api/v1/rules", json=elsewhere, headers=KEY).status_code == 200
     env.settle()

@@ -26,6 +26,7 @@ from sidecar.revocation import pending_work
 from sidecar.settings import Settings
 from sidecar.store import AuditEvent, SessionRow, Store
 from tests.fake_mediamtx import FakeMediaMTX
+from tests.helpers import count_lookups
 from tests.mediamtx_env import KEY, MediaMTXEnv, open_mediamtx_env
 
 pytestmark = pytest.mark.usefixtures("cheap_bcrypt")
@@ -266,15 +267,7 @@ def test_a_recheck_over_200000_remembered_sessions_does_not_hold_the_loop(
             ((str(uuid.uuid4()), groups, f"live/cam{n % 50}", now) for n in range(200_000)),
         )
     db.close()
-    looked_up: list[str] = []
-    directory = env.services.revoker.directory
-    original = directory.get_user
-
-    async def counted(username: str) -> Any:
-        looked_up.append(username)
-        return await original(username)
-
-    monkeypatch.setattr(directory, "get_user", counted)
+    looked_up = count_lookups(monkeypatch, env.services.revoker.directory)
     ticker = Ticker()
 
     async def start() -> None:
