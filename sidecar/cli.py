@@ -58,8 +58,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             log_config=None,
             server_header=False,
             access_log=False,
-            # The HTTP parser the request-smuggling tests (tests/security/) hold to; the event loop is uvloop.
+            # The HTTP parser and event loop the request-smuggling tests (tests/security/) hold to: with others, a
+            # pipelined request after conflicting framing headers is handled differently.
             http="h11",
+            loop="asyncio",
         )
     except SystemExit:  # uvicorn's way of saying the start failed
         failure = getattr(app.state, "startup_failure", None)
