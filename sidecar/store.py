@@ -230,6 +230,7 @@ class Store:
         self.path = path
         self._lock = threading.RLock()
         self._data_version, self._generation, self._version_read_at = -1, 0, -math.inf
+        self._own_changes = 0  # generation steps this connection made itself (see `generation`)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -269,6 +270,9 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            if invalidates:
+                self._generation += 1
+                self._own_changes += 1
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -285,6 +289,10 @@ class Store:
     def generation(self) -> int:
         """Moves on when another connection (a CLI run beside the server) commits a change caches depend on.
 
+        This connection's own changes do not move it: whoever makes a change here brings its own cache up to date
+        at once (the rule matcher is changed in place, the token issuer reloads), and every other cache of this
+        process would otherwise be emptied by every admin write.
+
         Polled at most once per VERSION_POLL_SECONDS: MediaMTX callbacks arrive by the thousand per second and each
         consults several caches, while another process's change only has to show within that time. SQLite's
         data_version tells cheaply whether anyone else committed; only then is the generation itself read, so the
@@ -298,7 +306,7 @@ class Store:
                 rows = self._read("SELECT value FROM meta WHERE key = 'generation'")
                 self._generation = int(rows[0][0]) if rows else 0
                 self._data_version = data_version
-        return self._generation
+        return self._generation - self._own_changes
 
     # -- path rules -------------------------------------------------------------------------------------------
     def list_rules(self) -> dict[str, list[str]]:

@@ -145,7 +145,10 @@ class TokenIssuer:
         """
         with self.store.transaction() as db:
             self.store.revoke_tokens(db, username, before)
-        self._invalidate()
+        if self._keys:  # loaded: follow the change in memory rather than reading keys and registers again
+            self._revoked[username] = max(self._revoked.get(username, before), before)
+        else:
+            self._invalidate()
 
     def ensure_key(self) -> str | None:
         """Create the first signing key when there is none; its kid, or None when keys existed."""

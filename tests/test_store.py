@@ -310,3 +310,28 @@ def test_generation_is_read_from_sqlite_at_most_once_per_poll_interval(
         assert store.generation() != before
     finally:
         other.close()
+
+
+def test_the_generation_moves_for_other_connections_changes_only(tmp_path: Path) -> None:
+    """Caches follow the generation to learn of another process's changes; this connection's own changes are
+    applied by whoever makes them, so they must not empty every cache of the process."""
+    import time as clock
+
+    own, other = Store(tmp_path / "g.db"), Store(tmp_path / "g.db")
+    try:
+        before = own.generation()
+        with own.transaction() as db:
+            own.put_rule(db, "live/**", ["vid_public"])
+        clock.sleep(0.02)  # past the polling interval
+        assert own.generation() == before
+        with other.transaction() as db:
+            other.put_rule(db, "live/private", ["vid_private"])
+        clock.sleep(0.02)
+        assert own.generation() == before + 1
+        with own.transaction() as db:
+            own.delete_rule(db, "live/**")
+        clock.sleep(0.02)
+        assert own.generation() == before + 1
+    finally:
+        own.close()
+        other.close()
