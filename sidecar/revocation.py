@@ -5,18 +5,18 @@ is not its API) stays on the remembered session as a pending kick: the server's 
 start-up and then with backoff (KICK_RETRY_FIRST doubling up to KICK_RETRY_MAX), and revoking the same subject again
 (a share link revoked a second time) tries it at once. A remembered session is forgotten only when MediaMTX confirms
 the kick, or confirms the session gone (404 for the kick, absent from its session list, or the runOnUnread hook).
-`pending_work()` says what waits, for `sidecar check` and `/readyz`.
+`sidecar/pending.py` says what waits, for `sidecar check` and the admins.
 
 Re-checks stay off the event loop's back: changes arriving together are coalesced into one round (at most one round
 runs at a time; everything asked for meanwhile goes into the next one); a round reads the remembered sessions in
 batches on a worker thread through a SQLite connection of its own and decides them on the loop in slices of about a
 millisecond, with each user's groups and each decision looked up once. While changes keep coming (admins writing in
-bulk), a round starts at the earliest as long after the previous one ended as that one took (at most ROUND_REST_MAX):
-a steady stream of changes then costs the loop at most about half its time in re-checks, not all of it, and a
-session losing access is still kicked within a round and a rest. Remembered sessions MediaMTX no longer lists
-are forgotten as the round passes them. When MediaMTX's list cannot be had (no API configured, or it fails),
-sessions with no auth callback for SESSION_MAX_AGE (a day) are forgotten instead, so the table cannot grow without
-bound; a pending kick is never dropped that way while MediaMTX's API is configured.
+bulk), a round starts at the earliest four times as long after the previous one ended as that one took (at most
+ROUND_REST_MAX): a steady stream of changes then costs the loop at most about a fifth of its time in re-checks, not
+all of it, and a session losing access is still kicked within a round and a rest (a second at most). Remembered
+sessions MediaMTX no longer lists are forgotten as the round passes them. When MediaMTX's list cannot be had (no API
+configured, or it fails), sessions with no auth callback for SESSION_MAX_AGE (a day) are forgotten instead, so the
+table cannot grow without bound; a pending kick is never dropped that way while MediaMTX's API is configured.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sidecar.directory import Directory, DirectoryError
@@ -46,7 +45,6 @@ from sidecar.mediamtx import (
 from sidecar.policy import Matcher
 from sidecar.publishers import Publishers
 from sidecar.rules import RuleBook
-from sidecar.session_writer import SessionWriter
 from sidecar.store import Store
 from sidecar.tokens import TokenIssuer
 
@@ -65,7 +63,8 @@ KICK_RETRY_MAX = 60.0  # ... up to this; also the longest the housekeeping loop 
 KICK_RETRY_BATCH = 200  # pending kicks tried per pass (the loop comes straight back while more are due)
 READ_BATCH = 2000  # remembered sessions read per trip to the worker thread
 LOOP_SLICE = 0.001  # seconds a re-check may run on the loop before letting everything else have a turn
-ROUND_REST_MAX = 0.25  # the longest pause between two rounds while changes keep coming
+ROUND_REST_FACTOR = 4.0  # while changes keep coming, a round is followed by a rest this many times as long ...
+ROUND_REST_MAX = 1.0  # ... but at most this
 USERNAMES_PER_QUERY = 500
 
 # The callback's `protocol` names the family; the encrypted variant lives in its own MediaMTX list.
@@ -198,7 +197,7 @@ class Revoker:
                 except Exception:
                     log.exception("a background re-check failed")
                 if self._requests:  # more came meanwhile: let them gather while everything else has the loop
-                    await asyncio.sleep(min(ROUND_REST_MAX, time.monotonic() - started))
+                    await asyncio.sleep(min(ROUND_REST_MAX, ROUND_REST_FACTOR * (time.monotonic() - started)))
         finally:
             self._draining = False
 
@@ -318,6 +317,14 @@ class Revoker:
             waiting: list[sqlite3.Row] = []  # kicks of the named subjects still waiting for MediaMTX: tried now
             now = time.time()
             kicks_possible = self.mediamtx is not None
+            touched_paths: dict[str, bool] = {}  # many sessions share a path: each is matched once per round
+
+            def touched(path: str) -> bool:
+                found = touched_paths.get(path)
+                if found is None:
+                    found = touched_paths[path] = paths is not None and paths.match_ignoring_case(path) is not None
+                return found
+
             if self._reader is None:  # one connection for every round (they run one at a time): opening costs more
                 self._reader = await asyncio.to_thread(self.store.session_reader)
             reader = self._reader
@@ -332,11 +339,7 @@ class Revoker:
                             elif row["kick_reason"] is not None:
                                 if row["username"] in requests:
                                     waiting.append(row)
-                            elif (
-                                paths is not None
-                                and row["username"] not in requests
-                                and paths.match_ignoring_case(row["path"]) is None
-                            ):
+                            elif paths is not None and row["username"] not in requests and not touched(row["path"]):
                                 continue  # no changed rule can match this path: its decision stands
                             elif not await self._allowed(row, groups_now, decided):
                                 reasons = requests.get(row["username"]) or ()
@@ -532,34 +535,3 @@ async def _pages(reader: sqlite3.Connection, usernames: list[str] | None) -> Asy
 
 def _chunks(names: list[str], size: int) -> list[list[str] | None]:
     return [names[start : start + size] for start in range(0, len(names), size)]
-
-
-def _clock(at: float, now: float) -> str:
-    moment = datetime.fromtimestamp(at, UTC)
-    if now - at < 20 * 3600:
-        return moment.strftime("%H:%M UTC")
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def pending_work(store: Store, sessions: SessionWriter | None = None, *, now: float | None = None) -> list[str]:
-    """What waits to be done, as short sentences for admins and operators (`sidecar check`, `/readyz` details):
-    kicks MediaMTX has not confirmed yet and, given the server's session writer, remembered sessions it could not
-    write yet or had to drop. Empty when nothing waits."""
-    now = time.time() if now is None else now
-    lines: list[str] = []
-    count, since, _, error = store.pending_kick_summary()
-    if count and since is not None:
-        what = "1 kick waits" if count == 1 else f"{count:,} kicks wait"
-        lines.append(f"{what} for MediaMTX since {_clock(since, now)}" + (f" (last error: {error})" if error else ""))
-    if sessions is not None:
-        if sessions.backlog and sessions.failing_since is not None:
-            held = sessions.backlog
-            what = "1 remembered MediaMTX session waits" if held == 1 else f"{held:,} remembered MediaMTX sessions wait"
-            because = f" (last error: {sessions.last_error})" if sessions.last_error else ""
-            lines.append(f"{what} to be written since {_clock(sessions.failing_since, now)}{because}")
-        if sessions.dropped:
-            lines.append(
-                f"{sessions.dropped:,} remembered MediaMTX sessions were dropped since the start (the database did not "
-                "take them in time); those cannot be kicked on revocation"
-            )
-    return lines

@@ -14,7 +14,7 @@ writer tries again on its own, RETRY_FIRST seconds later and doubling up to RETR
 per turn of the loop once the database is back; a row the database can never take is dropped alone, counted and
 logged. At most MAX_PENDING rows are held: beyond that the oldest are dropped, counted in `dropped` and logged (at
 most once a DROP_LOG_INTERVAL). `backlog`, `failing_since`, `last_error` and `dropped` say how things stand
-(`revocation.pending_work` puts them in sentences).
+(`sidecar/pending.py` puts them in sentences).
 """
 
 from __future__ import annotations

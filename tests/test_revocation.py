@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from sidecar import revocation as revocation_module
-from sidecar.revocation import pending_work
+from sidecar.pending import pending_work
 from sidecar.settings import Settings
 from sidecar.store import AuditEvent, Store
 from tests.fake_mediamtx import FakeMediaMTX

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sidecar import session_writer
-from sidecar.revocation import pending_work
+from sidecar.pending import pending_work
 from sidecar.session_writer import FLUSH_DELAY, SessionWriter
 from sidecar.store import SessionRow, Store
 

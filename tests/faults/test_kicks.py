@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from sidecar import revocation, session_writer
-from sidecar.revocation import pending_work
+from sidecar.pending import pending_work
 from sidecar.settings import Settings
 from sidecar.store import AuditEvent, SessionRow, Store
 from tests.fake_mediamtx import FakeMediaMTX
