@@ -40,7 +40,6 @@ from sidecar.web.errors import EXCEPTION_HANDLERS
 from sidecar.web.middleware import BodyLimit, ControlCharacters, SecurityHeaders, Timing
 
 log = logging.getLogger("sidecar")
-YOUNG_GC_THRESHOLDS = (50_000, 20, 100)
 STATIC_DIR = Path(__file__).resolve().parent / "overlay_static"
 MAX_BODY_BYTES = 64 * 1024
 # Requests the proxy forwards to the editor (config imports, uploads) may be larger than anything the sidecar takes.
@@ -84,16 +83,11 @@ def create_app(
             services.warm()
             gc.collect()
             gc.freeze()
-            # Young collections every 50,000 new objects instead of 700: each walks a little more, but the loop stops
-            # for them far less often while callbacks and admin writes allocate (see bench/admin_load.py).
-            thresholds = gc.get_threshold()
-            gc.set_threshold(*YOUNG_GC_THRESHOLDS)
         try:
             yield
         finally:
             if freeze_startup_objects:
                 gc.unfreeze()
-                gc.set_threshold(*thresholds)
             for task in background:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -336,22 +336,17 @@ def test_serve_runs_the_app_with_startup_objects_frozen_and_proxy_headers_off(
 ) -> None:
     """`serve` is the one place the collector is told to leave startup objects alone (tests build many apps)."""
     started: dict[str, Any] = {}
-    thresholds_before = gc.get_threshold()
 
     def fake_run(app: Any, **options: Any) -> None:
         started.update(options)
         with TestClient(app) as client:  # runs the lifespan like uvicorn would
             started["frozen"] = gc.get_freeze_count()
             started["health"] = client.get("/healthz").status_code
-            started["threshold"] = gc.get_threshold()
         started["after"] = gc.get_freeze_count()
-        started["threshold_after"] = gc.get_threshold()
 
     monkeypatch.setattr("uvicorn.run", fake_run)
     code, _, _ = run("serve")
     assert code == 0
     assert started["frozen"] > 0 and started["health"] == 200
     assert started["after"] == 0  # released again at shutdown
-    assert started["threshold"][0] >= 10_000  # young collections rare while serving ...
-    assert started["threshold_after"] == thresholds_before  # ... and as before once stopped
     assert started["proxy_headers"] is False and started["access_log"] is False
