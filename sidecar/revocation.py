@@ -260,8 +260,7 @@ class Revoker:
 
     def recheck_everything(self) -> None:
         """Ask for a re-check of every remembered session on every path (the periodic one)."""
-        self._every_path = True
-        self._spawn(None, OUTSIDE_CHANGES)
+        self.rules_changed(OUTSIDE_CHANGES)  # no pattern: every path
 
     async def prune_every(self, seconds: float = PRUNE_INTERVAL, recheck: float = RECHECK_INTERVAL) -> None:
         """The server's housekeeping loop: kicks that wait for MediaMTX are tried at once (at start-up) and then as
